@@ -1,0 +1,140 @@
+"""Methodology elements: judge each one, and raise a gap where the phase expects it."""
+
+from __future__ import annotations
+
+from app.coaching.playbook import CompiledElement, CompiledPlaybook, normalise_role
+from app.coaching.results import SEVERITIES, ElementJudgement, Evidence, Severity, Signal
+from app.coaching.signals import ReviewContext, scale_severity
+from app.coaching.snapshot import DealSnapshot
+from app.coaching.vocabulary import PHASE_INDEX, PHASES
+
+
+def judge_element(
+    element: CompiledElement, deal: DealSnapshot, playbook: CompiledPlaybook, expected: bool
+) -> ElementJudgement:
+    """Judge one element from its sources in order; the strongest finding wins.
+
+    A source that confirms ends the search. An ambiguous finding (a placeholder
+    value such as "TBD", or a keyword mention) is kept while later sources are
+    tried. Nothing found is ``absent``, judged from the first source.
+    """
+    ambiguous: ElementJudgement | None = None
+    for source in element.sources:
+        if source.kind == "field":
+            for name in source.names:
+                raw = deal.fields.get(name)
+                if raw is None or not raw.strip():
+                    continue
+                value = raw.strip()
+                status = (
+                    "ambiguous" if value.lower() in playbook.ambiguous_values else source.status
+                )
+                found = ElementJudgement(
+                    element.key, element.label, status, name, value[:200], expected
+                )
+                if status == "confirmed":
+                    return found
+                ambiguous = ambiguous or found
+        elif source.kind == "contact_roles":
+            wanted = set(source.names)
+            for contact in deal.contacts:
+                for role in contact.roles:
+                    if normalise_role(role) in wanted:
+                        found = ElementJudgement(
+                            element.key,
+                            element.label,
+                            source.status,
+                            "contacts.roles",
+                            f"{role} ({contact.name or contact.id})",
+                            expected,
+                        )
+                        if source.status == "confirmed":
+                            return found
+                        ambiguous = ambiguous or found
+        else:
+            for text_field in source.in_:
+                text = getattr(deal, text_field)
+                if not text:
+                    continue
+                lowered = text.lower()
+                for word in source.names:
+                    if word in lowered:
+                        found = ElementJudgement(
+                            element.key,
+                            element.label,
+                            source.status,
+                            text_field,
+                            f"mentions {word!r}",
+                            expected,
+                        )
+                        if source.status == "confirmed":
+                            return found
+                        ambiguous = ambiguous or found
+                        break
+    if ambiguous is not None:
+        return ambiguous
+    first = element.sources[0]
+    source_name = (
+        "/".join(first.names)
+        if first.kind == "field"
+        else ("contacts.roles" if first.kind == "contact_roles" else "/".join(first.in_))
+    )
+    return ElementJudgement(element.key, element.label, "absent", source_name, None, expected)
+
+
+def methodology(
+    deal: DealSnapshot, context: ReviewContext
+) -> tuple[tuple[ElementJudgement, ...], list[Signal]]:
+    """Judge every element; raise ``methodology_gap`` for each expected one not confirmed.
+
+    An element is expected from its ``from_phase`` on. An absent element is a
+    medium gap (high once the deal is two or more phases past where it was
+    due); an ambiguous one is low (medium two or more phases past). Deal size
+    and lateness then scale it like any signal, but an ambiguous element is
+    never high.
+    """
+    playbook = context.playbook
+    phase_index = PHASE_INDEX[context.phase]
+    judgements = []
+    gaps: list[Signal] = []
+    raise_gaps = deal.is_open and "methodology_gap" in playbook.enabled
+    for element in playbook.elements:
+        expected = deal.is_open and phase_index >= element.from_index
+        judgement = judge_element(element, deal, playbook, expected)
+        judgements.append(judgement)
+        if not (raise_gaps and expected) or judgement.status == "confirmed":
+            continue
+        late = phase_index - element.from_index >= 2
+        absent = judgement.status == "absent"
+        base: Severity = SEVERITIES[(1 if absent else 0) + (1 if late else 0)]
+        severity = scale_severity(base, deal, context)
+        if not absent and severity == "high":
+            severity = "medium"  # a mention is not proof, but it is not silence either
+        gaps.append(
+            Signal(
+                code="methodology_gap",
+                severity=severity,
+                message=f"{element.label} is {judgement.status} at {deal.stage.label}",
+                evidence=(
+                    Evidence(
+                        judgement.source or element.key,
+                        judgement.value,
+                        None,
+                        f"{element.label} expected from the {element_phase(element)} phase",
+                    ),
+                ),
+                facts={
+                    "element_label": element.label,
+                    "status": judgement.status,
+                    "stage": deal.stage.label,
+                    "deal": deal.name,
+                },
+                element=element.key,
+                status=judgement.status,
+            )
+        )
+    return tuple(judgements), gaps
+
+
+def element_phase(element: CompiledElement) -> str:
+    return PHASES[element.from_index]

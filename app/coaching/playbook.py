@@ -1,0 +1,427 @@
+"""Playbooks: methodology, thresholds and the question bank, as validated YAML.
+
+A playbook is a YAML document. Built-ins (MEDDPICC, the default; BANT; SPICED)
+live in ``app/coaching/playbooks/``. A custom playbook names a base with
+``extends`` and overrides what it needs: mappings merge key by key, questions
+merge by ``id``, an element set to ``null`` is removed, other lists replace.
+An invalid playbook raises :class:`PlaybookError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from app.coaching.vocabulary import (
+    COMMON_FACTS,
+    PHASE_INDEX,
+    PHASES,
+    SIGNAL_CODES,
+    SIGNAL_FACTS,
+    Phase,
+    SignalCode,
+)
+
+BUILT_IN_PLAYBOOKS: tuple[str, ...] = ("meddpicc", "bant", "spiced", "core")
+DEFAULT_PLAYBOOK = "meddpicc"
+TextField = Literal["next_step", "description", "name"]
+
+
+class PlaybookError(ValueError):
+    """A playbook could not be loaded; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """Every threshold of the signal vocabulary, with the defaults of COACHING.md."""
+
+    close_date_passed_high_days: int = Field(30, ge=0)
+    push_count: int = Field(2, ge=1)
+    push_count_high: int = Field(3, ge=1)
+    stalled_days: int = Field(30, ge=1)
+    stalled_days_by_phase: dict[Phase, int] = Field(default_factory=dict)
+    stalled_days_by_stage: dict[str, int] = Field(default_factory=dict)
+    stalled_high_factor: float = Field(2.0, ge=1.0)
+    no_activity_days: int = Field(14, ge=1)
+    no_activity_high_days: int = Field(28, ge=1)
+    single_threaded_amount: float = Field(50_000, ge=0)
+    single_threaded_max_contacts: int = Field(1, ge=0)
+    economic_buyer_probability: float = Field(0.5, ge=0, le=1)
+    economic_buyer_high_probability: float = Field(0.75, ge=0, le=1)
+    amount_decrease_ratio: float = Field(0.2, gt=0, lt=1)
+    amount_decrease_high_ratio: float = Field(0.5, gt=0, lt=1)
+    stage_regression_days: int = Field(30, ge=1)
+    close_soon_days: int = Field(30, ge=0)
+    close_soon_max_probability: float = Field(0.2, ge=0, le=1)
+    forecast_min_probability: float = Field(0.7, ge=0, le=1)
+    owner_change_days: int = Field(30, ge=1)
+    deal_age_days: int = Field(180, ge=1)
+    deal_age_high_days: int = Field(360, ge=1)
+    large_deal_amount: float = Field(100_000, ge=0)
+    small_deal_amount: float = Field(10_000, ge=0)
+    reference_amount: float = Field(50_000, gt=0)
+
+    @model_validator(mode="after")
+    def _high_not_below_base(self) -> Thresholds:
+        if self.push_count_high < self.push_count:
+            raise ValueError("push_count_high must be at least push_count")
+        if self.no_activity_high_days < self.no_activity_days:
+            raise ValueError("no_activity_high_days must be at least no_activity_days")
+        if self.deal_age_high_days < self.deal_age_days:
+            raise ValueError("deal_age_high_days must be at least deal_age_days")
+        return self
+
+
+class Source(_Strict):
+    """Where an element is judged from: exactly one of ``field``, ``contact_roles``,
+    ``keywords``. A filled field or a matching contact role confirms the element
+    by default; a keyword mention makes it ambiguous by default (``status`` overrides).
+    """
+
+    field: list[str] | None = None
+    contact_roles: list[str] | None = None
+    keywords: list[str] | None = None
+    in_: list[TextField] = Field(default=["next_step", "description"], alias="in")
+    status: Literal["confirmed", "ambiguous"] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Source:
+        kinds = [k for k in ("field", "contact_roles", "keywords") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("a source needs exactly one of field, contact_roles, keywords")
+        return self
+
+
+class Element(_Strict):
+    label: str
+    from_phase: Phase
+    sources: list[Source] = Field(min_length=1)
+
+
+class Question(_Strict):
+    """A question for the manager and its self-review wording for the rep."""
+
+    id: str = Field(min_length=1, pattern=r"^[a-z0-9_.\-]+$")
+    signal: SignalCode | None = None
+    element: str | None = None
+    phases: list[Phase] | None = None
+    topic: str | None = Field(
+        None, description="Questions sharing a topic are asked once a deal (the best-ranked)."
+    )
+    manager: str = Field(min_length=1)
+    rep: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Question:
+        if (self.signal is None) == (self.element is None):
+            raise ValueError("a question names exactly one of signal or element")
+        if self.signal == "methodology_gap":
+            raise ValueError("methodology gaps take element questions: set element, not signal")
+        return self
+
+
+class PromptSettings(_Strict):
+    max_per_deal: int = Field(5, ge=1, le=20)
+    show_first: int = Field(3, ge=1, le=20)
+
+
+class HealthSettings(_Strict):
+    penalty_high: int = Field(25, ge=0, le=100)
+    penalty_medium: int = Field(12, ge=0, le=100)
+    penalty_low: int = Field(5, ge=0, le=100)
+    methodology_penalty_cap: int = Field(30, ge=0, le=100)
+    healthy_min: int = Field(70, ge=1, le=100)
+    at_risk_min: int = Field(40, ge=0, le=99)
+
+
+class Playbook(_Strict):
+    """A validated playbook (after ``extends`` has been resolved)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    version: int = Field(1, ge=1)
+    label: str | None = None
+    description: str | None = None
+    extends: str | None = None
+    stage_phases: dict[str, Phase] = Field(default_factory=dict)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    economic_buyer_roles: list[str] = Field(
+        default=["Economic Buyer", "Economic Decision Maker", "Decision Maker"]
+    )
+    forecast_commit_categories: list[str] = Field(default=["Commit", "Closed"])
+    ambiguous_values: list[str] = Field(
+        default=["tbd", "tbc", "unknown", "?", "n/a", "na", "not sure", "pending", "-"]
+    )
+    disabled_signals: list[SignalCode] = Field(default_factory=list)
+    elements: dict[str, Element] = Field(default_factory=dict)
+    questions: list[Question] = Field(min_length=1)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Playbook:
+        ids = [q.id for q in self.questions]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"questions: duplicate id {duplicates[0]!r}")
+        for index, question in enumerate(self.questions):
+            where = f"questions.{index} ({question.id})"
+            if question.element is not None and question.element not in self.elements:
+                raise ValueError(f"{where}: element {question.element!r} is not in elements")
+            facts = SIGNAL_FACTS["methodology_gap" if question.element else str(question.signal)]
+            for text in (question.manager, question.rep):
+                for name in _placeholders(text, where):
+                    if name not in facts and name not in COMMON_FACTS:
+                        allowed = ", ".join(sorted(facts | COMMON_FACTS))
+                        raise ValueError(f"{where}: unknown placeholder {{{name}}}; use {allowed}")
+        covered = {q.signal for q in self.questions if q.signal} | {
+            f"element:{q.element}" for q in self.questions if q.element
+        }
+        for code in SIGNAL_CODES:
+            wanted = code != "methodology_gap" and code not in self.disabled_signals
+            if wanted and code not in covered:
+                raise ValueError(f"questions: no question for signal {code!r}")
+        for element in self.elements:
+            if f"element:{element}" not in covered:
+                raise ValueError(f"questions: no question for element {element!r}")
+        if self.prompts.show_first > self.prompts.max_per_deal:
+            raise ValueError("prompts.show_first cannot exceed prompts.max_per_deal")
+        if self.health.at_risk_min >= self.health.healthy_min:
+            raise ValueError("health.at_risk_min must be below health.healthy_min")
+        return self
+
+
+def _placeholders(text: str, where: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"{where}: bad placeholder in {text!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "questions" and isinstance(value, list) and isinstance(base.get(key), list):
+            by_id: dict[Any, Any] = {}
+            for item in [*base[key], *value]:
+                if isinstance(item, Mapping) and "id" in item:
+                    by_id[item["id"]] = item
+                else:  # malformed: keep it so validation reports it
+                    by_id[id(item)] = item
+            merged[key] = list(by_id.values())
+        elif value is None and key in base and isinstance(base, dict) and key != "extends":
+            merged.pop(key)
+        elif isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            merged[key] = _deep_merge(dict(base[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PlaybookError(f"playbook {origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PlaybookError(f"playbook {origin}: expected a mapping at the top level")
+    return data
+
+
+def _built_in_source(name: str) -> str:
+    return resources.files("app.coaching.playbooks").joinpath(f"{name}.yaml").read_text("utf-8")
+
+
+def _raw_playbook(
+    name_or_path: str, base_dir: Path | None, seen: tuple[str, ...]
+) -> dict[str, Any]:
+    if name_or_path.lower() in BUILT_IN_PLAYBOOKS:
+        origin = name_or_path.lower()
+        data = _read_yaml(_built_in_source(origin), origin)
+        here: Path | None = None
+    else:
+        path = Path(name_or_path)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        origin = str(path)
+        if not path.is_file():
+            known = ", ".join(BUILT_IN_PLAYBOOKS)
+            raise PlaybookError(f"playbook {name_or_path}: no such file or built-in ({known})")
+        data = _read_yaml(path.read_text("utf-8"), origin)
+        here = path.parent
+    if origin in seen:
+        raise PlaybookError(f"playbook {origin}: extends itself through {' -> '.join(seen)}")
+    parent = data.get("extends")
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise PlaybookError(f"playbook {origin}: extends: expected a playbook name or path")
+    base = _raw_playbook(parent, here, (*seen, origin))
+    base.pop("name", None)
+    return _deep_merge(base, data)
+
+
+def parse_playbook(data: Mapping[str, Any], origin: str = "<playbook>") -> Playbook:
+    """Validate an already-merged playbook mapping."""
+    try:
+        return Playbook.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise PlaybookError(f"playbook {origin}: {location}: {message}{extra}") from None
+
+
+def load_playbook(name_or_path: str = DEFAULT_PLAYBOOK) -> Playbook:
+    """Load a built-in playbook by name, or a YAML file (which may ``extends`` another)."""
+    data = _raw_playbook(name_or_path, Path.cwd(), ())
+    return parse_playbook(data, name_or_path)
+
+
+def load_playbook_text(text: str, origin: str = "<playbook>") -> Playbook:
+    """Load a playbook from YAML text; ``extends`` may name a built-in playbook only."""
+    data = _read_yaml(text, origin)
+    parent = data.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str) or parent.lower() not in BUILT_IN_PLAYBOOKS:
+            known = ", ".join(BUILT_IN_PLAYBOOKS)
+            raise PlaybookError(f"playbook {origin}: extends: must name a built-in ({known})")
+        base = _raw_playbook(parent, None, (origin,))
+        base.pop("name", None)
+        data = _deep_merge(base, data)
+    return parse_playbook(data, origin)
+
+
+# ---------------------------------------------------------------- compiled form
+
+
+def normalise_role(role: str) -> str:
+    """Roles compare case- and spacing-insensitively: 'Economic  buyer' == 'economic_buyer'."""
+    return "_".join(role.replace("-", " ").replace("_", " ").lower().split())
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSource:
+    kind: Literal["field", "contact_roles", "keywords"]
+    names: tuple[str, ...]
+    in_: tuple[str, ...]
+    status: Literal["confirmed", "ambiguous"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledElement:
+    key: str
+    label: str
+    from_index: int
+    sources: tuple[CompiledSource, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPlaybook:
+    """The playbook in the shape the engine reads fast: lookups prepared once."""
+
+    playbook: Playbook
+    thresholds: Thresholds
+    enabled: frozenset[str]
+    economic_buyer_roles: frozenset[str]
+    commit_categories: frozenset[str]
+    ambiguous_values: frozenset[str]
+    elements: tuple[CompiledElement, ...]
+    signal_questions: Mapping[str, tuple[Question, ...]]
+    element_questions: Mapping[str, tuple[Question, ...]]
+    stage_phases: Mapping[str, Phase]
+    penalties: Mapping[str, int]
+    element_from: Mapping[str, int]
+
+    @property
+    def name(self) -> str:
+        return self.playbook.name
+
+    @property
+    def version(self) -> int:
+        return self.playbook.version
+
+
+def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
+    """Prepare a validated playbook for the engine."""
+    elements = []
+    for key, element in playbook.elements.items():
+        sources = []
+        for source in element.sources:
+            if source.field:
+                sources.append(
+                    CompiledSource("field", tuple(source.field), (), source.status or "confirmed")
+                )
+            elif source.contact_roles:
+                roles = tuple(normalise_role(r) for r in source.contact_roles)
+                sources.append(
+                    CompiledSource("contact_roles", roles, (), source.status or "confirmed")
+                )
+            elif source.keywords:
+                words = tuple(k.lower() for k in source.keywords)
+                status = source.status or "ambiguous"
+                sources.append(CompiledSource("keywords", words, tuple(source.in_), status))
+        elements.append(
+            CompiledElement(key, element.label, PHASE_INDEX[element.from_phase], tuple(sources))
+        )
+    by_signal: dict[str, list[Question]] = {}
+    by_element: dict[str, list[Question]] = {}
+    for raw_question in playbook.questions:
+        # Fold YAML line breaks once here, not on every prompt.
+        question = raw_question.model_copy(
+            update={
+                "manager": " ".join(raw_question.manager.split()),
+                "rep": " ".join(raw_question.rep.split()),
+            }
+        )
+        if question.signal:
+            by_signal.setdefault(question.signal, []).append(question)
+        elif question.element:
+            by_element.setdefault(question.element, []).append(question)
+    health = playbook.health
+    return CompiledPlaybook(
+        playbook=playbook,
+        thresholds=playbook.thresholds,
+        enabled=frozenset(SIGNAL_CODES) - frozenset(playbook.disabled_signals),
+        economic_buyer_roles=frozenset(normalise_role(r) for r in playbook.economic_buyer_roles),
+        commit_categories=frozenset(c.lower() for c in playbook.forecast_commit_categories),
+        ambiguous_values=frozenset(v.strip().lower() for v in playbook.ambiguous_values),
+        elements=tuple(elements),
+        signal_questions={k: tuple(v) for k, v in by_signal.items()},
+        element_questions={k: tuple(v) for k, v in by_element.items()},
+        stage_phases=dict(playbook.stage_phases),
+        penalties={
+            "high": health.penalty_high,
+            "medium": health.penalty_medium,
+            "low": health.penalty_low,
+        },
+        element_from={element.key: element.from_index for element in elements},
+    )
+
+
+__all__ = [
+    "BUILT_IN_PLAYBOOKS",
+    "DEFAULT_PLAYBOOK",
+    "PHASES",
+    "CompiledPlaybook",
+    "Playbook",
+    "PlaybookError",
+    "compile_playbook",
+    "load_playbook",
+    "load_playbook_text",
+    "normalise_role",
+    "parse_playbook",
+]

@@ -1,0 +1,100 @@
+"""One place for the service's settings (environment variables with the ``DEALCOACH_`` prefix)."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Settings read from the environment (and an optional ``.env`` file).
+
+    Invalid values stop start-up with a message that names the variable.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DEALCOACH_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default=Path("./data"), description="Folder for the SQLite files and other local state."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: a SQLite file dealcoach.db in the data directory.",
+    )
+    log_level: LogLevel = "INFO"
+    default_playbook: str = Field(
+        default="meddpicc", description="Built-in playbook name or a path to a playbook YAML file."
+    )
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the setting, or a SQLite file in the data directory."""
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                # psycopg 3 is the driver we ship.
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+            return url
+        return f"sqlite:///{(self.data_dir / 'dealcoach.db').resolve()}"
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with any password masked, fit for logs and output."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+
+
+class SettingsError(RuntimeError):
+    """Settings could not be read; the message names each offending variable."""
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning validation errors into one readable message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "DEALCOACH_" + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()
+
+
+def exit_on_invalid_settings() -> Settings:
+    """For entry points: read the settings or exit with status 2 and a one-line message."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(f"dealcoach: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
