@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The bundled samples were written for a review on this date.
+DEMO_AS_OF := 2026-11-20T09:00:00Z
 
-.PHONY: install demo test lint types unit bench serve clean
+.PHONY: install demo test lint types unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dealcoach db upgrade
 	$(BIN)/dealcoach review --provider salesforce --file samples/salesforce_opportunities.json \
-		--as-of 2026-11-20T09:00:00Z --format text
+		--stages samples/salesforce_stages.json --as-of $(DEMO_AS_OF)
 	$(BIN)/dealcoach review --provider hubspot --file samples/hubspot_deals.json \
-		--as-of 2026-11-20T09:00:00Z --format text
+		--stages samples/hubspot_pipelines.json --as-of $(DEMO_AS_OF)
+	$(BIN)/dealcoach agenda --provider salesforce --file samples/salesforce_opportunities.json \
+		--stages samples/salesforce_stages.json --as-of $(DEMO_AS_OF)
 
 ## Lint, types, and the whole test suite (SQLite and a real PostgreSQL).
 test: $(STAMP) lint types unit
@@ -37,10 +41,6 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/dealcoach bench --deals 10000
-
-serve: $(STAMP)
-	$(BIN)/dealcoach db upgrade
-	$(BIN)/dealcoach serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

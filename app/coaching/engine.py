@@ -14,7 +14,7 @@ from app.coaching.methodology import methodology
 from app.coaching.playbook import CompiledPlaybook
 from app.coaching.prompts import build_prompts, evidence_key
 from app.coaching.results import Band, DealReview, Health, Signal
-from app.coaching.signals import RULES, ReviewContext
+from app.coaching.signals import RULES, ReviewContext, deal_roles, deal_texts
 from app.coaching.snapshot import DealSnapshot, Stage
 
 _BAND_LABEL = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"}
@@ -115,6 +115,8 @@ def review_deal(deal: DealSnapshot, playbook: CompiledPlaybook, as_of: datetime)
         today=as_of.date(),
         phase=phase,
         stage_entered_at=stage_entered_at(deal),
+        roles=deal_roles(deal),
+        lowered=deal_texts(deal),
     )
     signals: list[Signal] = []
     if deal.is_open:

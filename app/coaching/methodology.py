@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from app.coaching.playbook import CompiledElement, CompiledPlaybook, normalise_role
-from app.coaching.results import SEVERITIES, ElementJudgement, Evidence, Severity, Signal
+from app.coaching.playbook import CompiledElement, CompiledSource
+from app.coaching.results import (
+    SEVERITIES,
+    ElementJudgement,
+    Evidence,
+    Severity,
+    Signal,
+)
 from app.coaching.signals import ReviewContext, scale_severity
 from app.coaching.snapshot import DealSnapshot
-from app.coaching.vocabulary import PHASE_INDEX, PHASES
+from app.coaching.vocabulary import PHASE_INDEX
 
 
 def judge_element(
-    element: CompiledElement, deal: DealSnapshot, playbook: CompiledPlaybook, expected: bool
+    element: CompiledElement,
+    deal: DealSnapshot,
+    context: ReviewContext,
+    expected: bool,
 ) -> ElementJudgement:
     """Judge one element from its sources in order; the strongest finding wins.
 
@@ -20,66 +29,76 @@ def judge_element(
     """
     ambiguous: ElementJudgement | None = None
     for source in element.sources:
+        found: ElementJudgement | None = None
         if source.kind == "field":
             for name in source.names:
                 raw = deal.fields.get(name)
-                if raw is None or not raw.strip():
+                if raw is None:
                     continue
                 value = raw.strip()
+                if not value:
+                    continue
                 status = (
-                    "ambiguous" if value.lower() in playbook.ambiguous_values else source.status
+                    "ambiguous"
+                    if value.lower() in context.playbook.ambiguous_values
+                    else source.status
                 )
-                found = ElementJudgement(
+                judged = ElementJudgement(
                     element.key, element.label, status, name, value[:200], expected
                 )
                 if status == "confirmed":
-                    return found
-                ambiguous = ambiguous or found
+                    return judged
+                # A placeholder ("TBD") is kept, but the element's other fields may confirm it.
+                found = found or judged
         elif source.kind == "contact_roles":
-            wanted = set(source.names)
-            for contact in deal.contacts:
-                for role in contact.roles:
-                    if normalise_role(role) in wanted:
-                        found = ElementJudgement(
-                            element.key,
-                            element.label,
-                            source.status,
-                            "contacts.roles",
-                            f"{role} ({contact.name or contact.id})",
-                            expected,
-                        )
-                        if source.status == "confirmed":
-                            return found
-                        ambiguous = ambiguous or found
+            for role in source.names:
+                holder = context.roles.get(role)
+                if holder is not None:
+                    found = ElementJudgement(
+                        element.key,
+                        element.label,
+                        source.status,
+                        "contacts.roles",
+                        holder,
+                        expected,
+                    )
+                    break
         else:
-            for text_field in source.in_:
-                text = getattr(deal, text_field)
-                if not text:
-                    continue
-                lowered = text.lower()
-                for word in source.names:
-                    if word in lowered:
-                        found = ElementJudgement(
-                            element.key,
-                            element.label,
-                            source.status,
-                            text_field,
-                            f"mentions {word!r}",
-                            expected,
-                        )
-                        if source.status == "confirmed":
-                            return found
-                        ambiguous = ambiguous or found
-                        break
+            found = _keyword(element, source, context, expected)
+        if found is not None:
+            if found.status == "confirmed":
+                return found
+            ambiguous = ambiguous or found
     if ambiguous is not None:
         return ambiguous
-    first = element.sources[0]
-    source_name = (
-        "/".join(first.names)
-        if first.kind == "field"
-        else ("contacts.roles" if first.kind == "contact_roles" else "/".join(first.in_))
+    return ElementJudgement(
+        element.key, element.label, "absent", element.absent_source, None, expected
     )
-    return ElementJudgement(element.key, element.label, "absent", source_name, None, expected)
+
+
+def _keyword(
+    element: CompiledElement,
+    source: CompiledSource,
+    context: ReviewContext,
+    expected: bool,
+) -> ElementJudgement | None:
+    assert source.pattern is not None
+    search = source.pattern.search
+    for text_field in source.in_:
+        text = context.lowered[text_field]
+        if not text:
+            continue
+        match = search(text)
+        if match is not None:
+            return ElementJudgement(
+                element.key,
+                element.label,
+                source.status,
+                text_field,
+                f"mentions {match.group(0)!r}",
+                expected,
+            )
+    return None
 
 
 def methodology(
@@ -100,7 +119,7 @@ def methodology(
     raise_gaps = deal.is_open and "methodology_gap" in playbook.enabled
     for element in playbook.elements:
         expected = deal.is_open and phase_index >= element.from_index
-        judgement = judge_element(element, deal, playbook, expected)
+        judgement = judge_element(element, deal, context, expected)
         judgements.append(judgement)
         if not (raise_gaps and expected) or judgement.status == "confirmed":
             continue
@@ -120,7 +139,7 @@ def methodology(
                         judgement.source or element.key,
                         judgement.value,
                         None,
-                        f"{element.label} expected from the {element_phase(element)} phase",
+                        element.expected_note,
                     ),
                 ),
                 facts={
@@ -134,7 +153,3 @@ def methodology(
             )
         )
     return tuple(judgements), gaps
-
-
-def element_phase(element: CompiledElement) -> str:
-    return PHASES[element.from_index]

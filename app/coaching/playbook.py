@@ -9,6 +9,7 @@ An invalid playbook raises :class:`PlaybookError` naming the offending key.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -230,6 +231,20 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+def _extend(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``child`` over its base. An element the child sets to null is removed, and
+    with it the base's questions for that element (else the merge could never validate)."""
+    elements = child.get("elements")
+    questions = base.get("questions")
+    if isinstance(elements, Mapping) and isinstance(questions, list):
+        removed = {key for key, value in elements.items() if value is None}
+        base = dict(base)
+        base["questions"] = [
+            q for q in questions if not (isinstance(q, Mapping) and q.get("element") in removed)
+        ]
+    return _deep_merge(base, child)
+
+
 def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
@@ -270,7 +285,7 @@ def _raw_playbook(
         raise PlaybookError(f"playbook {origin}: extends: expected a playbook name or path")
     base = _raw_playbook(parent, here, (*seen, origin))
     base.pop("name", None)
-    return _deep_merge(base, data)
+    return _extend(base, data)
 
 
 def parse_playbook(data: Mapping[str, Any], origin: str = "<playbook>") -> Playbook:
@@ -301,7 +316,7 @@ def load_playbook_text(text: str, origin: str = "<playbook>") -> Playbook:
             raise PlaybookError(f"playbook {origin}: extends: must name a built-in ({known})")
         base = _raw_playbook(parent, None, (origin,))
         base.pop("name", None)
-        data = _deep_merge(base, data)
+        data = _extend(base, data)
     return parse_playbook(data, origin)
 
 
@@ -319,6 +334,8 @@ class CompiledSource:
     names: tuple[str, ...]
     in_: tuple[str, ...]
     status: Literal["confirmed", "ambiguous"]
+    #: keywords only: one pattern matching any of them (one scan per text).
+    pattern: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +344,10 @@ class CompiledElement:
     label: str
     from_index: int
     sources: tuple[CompiledSource, ...]
+    #: Named as the source of an ``absent`` judgement: the first source's field(s).
+    absent_source: str
+    #: The evidence detail of a gap, e.g. "Metrics expected from the qualify phase".
+    expected_note: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +366,8 @@ class CompiledPlaybook:
     stage_phases: Mapping[str, Phase]
     penalties: Mapping[str, int]
     element_from: Mapping[str, int]
+    #: (signal code, or "element:<key>") and phase -> the question to ask.
+    question_for: Mapping[tuple[str, str], Question]
 
     @property
     def name(self) -> str:
@@ -373,9 +396,26 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
             elif source.keywords:
                 words = tuple(k.lower() for k in source.keywords)
                 status = source.status or "ambiguous"
-                sources.append(CompiledSource("keywords", words, tuple(source.in_), status))
+                pattern = re.compile("|".join(re.escape(word) for word in words))
+                sources.append(
+                    CompiledSource("keywords", words, tuple(source.in_), status, pattern)
+                )
+        first = sources[0]
+        if first.kind == "field":
+            absent_source = "/".join(first.names)
+        elif first.kind == "contact_roles":
+            absent_source = "contacts.roles"
+        else:
+            absent_source = "/".join(first.in_)
         elements.append(
-            CompiledElement(key, element.label, PHASE_INDEX[element.from_phase], tuple(sources))
+            CompiledElement(
+                key,
+                element.label,
+                PHASE_INDEX[element.from_phase],
+                tuple(sources),
+                absent_source,
+                f"{element.label} expected from the {element.from_phase} phase",
+            )
         )
     by_signal: dict[str, list[Question]] = {}
     by_element: dict[str, list[Question]] = {}
@@ -409,7 +449,24 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
             "low": health.penalty_low,
         },
         element_from={element.key: element.from_index for element in elements},
+        question_for=_question_table(by_signal, by_element),
     )
+
+
+def _question_table(
+    by_signal: Mapping[str, list[Question]], by_element: Mapping[str, list[Question]]
+) -> dict[tuple[str, str], Question]:
+    """For every target and phase, the first question meant for that phase, else the
+    first meant for every phase."""
+    table: dict[tuple[str, str], Question] = {}
+    targets = [*by_signal.items(), *((f"element:{k}", v) for k, v in by_element.items())]
+    for target, questions in targets:
+        for phase in PHASES:
+            fallback = next((q for q in questions if q.phases is None), None)
+            chosen = next((q for q in questions if q.phases and phase in q.phases), fallback)
+            if chosen is not None:
+                table[(target, phase)] = chosen
+    return table
 
 
 __all__ = [

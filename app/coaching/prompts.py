@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from datetime import datetime
 
 from app.coaching.playbook import CompiledPlaybook, Question
-from app.coaching.results import SEVERITY_RANK, Audience, Prompt, Signal
+from app.coaching.results import SEVERITY_RANK, Prompt, Signal
 from app.coaching.snapshot import DealSnapshot
 from app.coaching.vocabulary import PHASE_INDEX, SIGNAL_CODES
 
@@ -22,17 +23,6 @@ PHASE_RELEVANCE = {
     "closed": 0.0,
 }
 _CODE_ORDER = {code: index for index, code in enumerate(SIGNAL_CODES)}
-
-
-def choose_question(questions: Sequence[Question], phase: str) -> Question | None:
-    """The first question meant for this phase, else the first meant for every phase."""
-    fallback = None
-    for question in questions:
-        if question.phases is None:
-            fallback = fallback or question
-        elif phase in question.phases:
-            return question
-    return fallback
 
 
 def stage_relevance(signal: Signal, phase: str, element_from: int | None) -> float:
@@ -56,18 +46,27 @@ def size_factor(amount: float | None, reference: float) -> float:
 
 
 def evidence_key(signal: Signal) -> str:
-    """The signal's identity and evidence, without the as_of-relative facts."""
+    """The signal's identity and evidence, without the as_of-relative facts.
+
+    Times enter as POSIX timestamps (dates as ordinals): cheaper than ISO text.
+    """
     parts = [signal.key, signal.severity]
     for item in signal.evidence:
-        at = item.at.isoformat() if item.at is not None else ""
-        parts.append(f"{item.field}={item.value}@{at}")
+        at = item.at
+        if at is None:
+            stamp = ""
+        elif isinstance(at, datetime):
+            stamp = str(int(at.timestamp()))
+        else:
+            stamp = f"d{at.toordinal()}"
+        parts.append(f"{item.field}={item.value}@{stamp}")
     return "|".join(parts)
 
 
-def prompt_id(question_id: str, key: str, audience: Audience) -> str:
-    """Stable id of a question asked of one audience on one signal's evidence ``key``."""
-    digest = hashlib.blake2b(f"{question_id}|{audience}|{key}".encode(), digest_size=8)
-    return f"p_{digest.hexdigest()}"
+def prompt_ids(question_id: str, key: str) -> tuple[str, str]:
+    """Stable ids of a question on one signal's evidence ``key``: (manager, rep)."""
+    digest = hashlib.blake2b(f"{question_id}|{key}".encode(), digest_size=16).hexdigest()
+    return f"p_{digest[:16]}", f"p_{digest[16:]}"
 
 
 def build_prompts(
@@ -82,46 +81,39 @@ def build_prompts(
     settings = playbook.playbook.prompts
     size = size_factor(deal.amount, playbook.thresholds.reference_amount)
     element_from = playbook.element_from
+    question_for = playbook.question_for
     candidates: list[tuple[float, int, str, Question, Signal]] = []
     for signal in signals:
-        if signal.element is not None:
-            questions = playbook.element_questions.get(signal.element, ())
-        else:
-            questions = playbook.signal_questions.get(signal.code, ())
-        question = choose_question(questions, phase)
+        element = signal.element
+        target = f"element:{element}" if element else signal.code
+        question = question_for.get((target, phase))
         if question is None:
             continue
-        relevance = stage_relevance(
-            signal, phase, element_from.get(signal.element) if signal.element else None
-        )
+        relevance = stage_relevance(signal, phase, element_from.get(element) if element else None)
         score = SEVERITY_RANK[signal.severity] * relevance * size
-        candidates.append((score, _CODE_ORDER[signal.code], signal.element or "", question, signal))
-    candidates.sort(key=lambda item: (-item[0], item[1], item[2]))
-    chosen: list[tuple[float, Question, Signal]] = []
+        candidates.append((score, _CODE_ORDER[signal.code], element or "", question, signal))
+    candidates.sort(key=_rank_key)
+    manager: list[Prompt] = []
+    rep: list[Prompt] = []
     seen_topics: set[str] = set()
     for score, _, _, question, signal in candidates:
         topic = question.topic or question.id
         if topic in seen_topics:
             continue
         seen_topics.add(topic)
-        chosen.append((score, question, signal))
-        if len(chosen) == settings.max_per_deal:
-            break
-    manager: list[Prompt] = []
-    rep: list[Prompt] = []
-    audiences: tuple[Audience, Audience] = ("manager", "rep")
-    for rank, (score, question, signal) in enumerate(chosen):
-        shown_first = rank < settings.show_first
-        key = evidence_key(signal)
-        for audience, template, out in zip(
-            audiences, (question.manager, question.rep), (manager, rep), strict=True
+        shown_first = len(manager) < settings.show_first
+        manager_id, rep_id = prompt_ids(question.id, evidence_key(signal))
+        facts = signal.facts
+        for prompt_id, audience, template, out in (
+            (manager_id, "manager", question.manager, manager),
+            (rep_id, "rep", question.rep, rep),
         ):
             out.append(
                 Prompt(
-                    id=prompt_id(question.id, key, audience),
+                    id=prompt_id,
                     question_id=question.id,
-                    audience=audience,
-                    text=template.format_map(signal.facts),
+                    audience=audience,  # type: ignore[arg-type]
+                    text=template.format_map(facts) if "{" in template else template,
                     why=signal.message,
                     signal=signal.code,
                     severity=signal.severity,
@@ -130,4 +122,10 @@ def build_prompts(
                     element=signal.element,
                 )
             )
+        if len(manager) == settings.max_per_deal:
+            break
     return tuple(manager), tuple(rep)
+
+
+def _rank_key(item: tuple[float, int, str, Question, Signal]) -> tuple[float, int, str]:
+    return (-item[0], item[1], item[2])

@@ -1,4 +1,9 @@
-"""What the engine returns: signals with evidence, prompts, health, the deal review."""
+"""What the engine returns: signals with evidence, prompts, health, the deal review.
+
+These are slotted dataclasses but not frozen: the engine builds tens of
+thousands a second and a frozen dataclass costs three times as much to build.
+Treat them as read-only values all the same; nothing in dealcoach mutates them.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ def _iso(value: date | datetime | None) -> str | None:
     return value.isoformat()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Evidence:
     """One fact from the CRM that raised a signal: which field, what value, when."""
 
@@ -40,7 +45,7 @@ class Evidence:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Signal:
     """A risk signal: a stable code, a severity, the evidence, and a readable message.
 
@@ -75,7 +80,7 @@ class Signal:
         return data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prompt:
     """A question for the deal review, tied to the signal that raised it.
 
@@ -109,7 +114,7 @@ class Prompt:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Health:
     """A 0-100 score with its band, explained by the penalty of each signal."""
 
@@ -125,7 +130,7 @@ class Health:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ElementJudgement:
     """How a methodology element stands, and the field it was judged from."""
 
@@ -147,7 +152,7 @@ class ElementJudgement:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DealReview:
     """The engine's review of one deal at ``as_of`` under one playbook."""
 

@@ -8,7 +8,7 @@ days between UTC dates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -16,11 +16,12 @@ from app.coaching.playbook import CompiledPlaybook, Thresholds, normalise_role
 from app.coaching.results import SEVERITIES, Evidence, Severity, Signal
 from app.coaching.snapshot import DealSnapshot, Stage
 
+_LEVEL = {"low": 0, "medium": 1, "high": 2}
 _LATE_PHASES = frozenset({"propose", "negotiate", "commit"})
 _EARLY_PHASES = frozenset({"discover", "qualify"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReviewContext:
     """What every rule needs besides the deal: the playbook, the time, the phase."""
 
@@ -30,6 +31,28 @@ class ReviewContext:
     today: date
     phase: str
     stage_entered_at: datetime
+    #: The deal's contact roles, normalised, each with "Role (contact)" for evidence.
+    roles: Mapping[str, str]
+    #: The deal's free text (next_step, description, name), lowercased once.
+    lowered: Mapping[str, str]
+
+
+def deal_roles(deal: DealSnapshot) -> dict[str, str]:
+    """Normalised role -> "Role (contact)", the first contact holding it."""
+    roles: dict[str, str] = {}
+    for contact in deal.contacts:
+        for role in contact.roles:
+            roles.setdefault(normalise_role(role), f"{role} ({contact.name or contact.id})")
+    return roles
+
+
+def deal_texts(deal: DealSnapshot) -> dict[str, str]:
+    """The free-text fields that keyword sources search, lowercased."""
+    return {
+        "next_step": (deal.next_step or "").lower(),
+        "description": (deal.description or "").lower(),
+        "name": deal.name.lower(),
+    }
 
 
 def _days(earlier: date | datetime, today: date) -> int:
@@ -51,7 +74,7 @@ def scale_severity(base: Severity, deal: DealSnapshot, context: ReviewContext) -
     level; a small or unpriced deal (below ``small_deal_amount``) in an early
     phase goes down one level.
     """
-    index = SEVERITIES.index(base)
+    index = _LEVEL[base]
     amount = deal.amount or 0.0
     thresholds = context.thresholds
     if amount >= thresholds.large_deal_amount and context.phase in _LATE_PHASES:
@@ -244,11 +267,8 @@ def no_economic_buyer(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     probability = deal.stage.probability
     if probability < t.economic_buyer_probability:
         return None
-    roles = c.playbook.economic_buyer_roles
-    for contact in deal.contacts:
-        for role in contact.roles:
-            if normalise_role(role) in roles:
-                return None
+    if not c.playbook.economic_buyer_roles.isdisjoint(c.roles):
+        return None
     percent = round(probability * 100)
     return _signal(
         "no_economic_buyer",
