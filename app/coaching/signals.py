@@ -243,6 +243,8 @@ def next_step_missing(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
 
 def single_threaded(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     t = c.thresholds
+    if not deal.contacts_known:
+        return None
     if deal.amount is None or deal.amount < t.single_threaded_amount:
         return None
     contacts = deal.number_of_contacts
@@ -265,7 +267,7 @@ def single_threaded(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
 def no_economic_buyer(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     t = c.thresholds
     probability = deal.stage.probability
-    if probability < t.economic_buyer_probability:
+    if probability < t.economic_buyer_probability or not deal.contacts_known:
         return None
     if not c.playbook.economic_buyer_roles.isdisjoint(c.roles):
         return None

@@ -65,6 +65,9 @@ class DealSnapshot:
     ``has_future_activity`` is the CRM's own flag (Salesforce ``HasOpenActivity``);
     ``next_activity_at`` the next scheduled activity when the CRM gives a date
     (HubSpot ``notes_next_activity_date``): the engine compares it with ``as_of``.
+    ``contacts_known`` is False when the export or fetch carried no contact
+    data at all (no contact-role subquery, no associations, no count): the
+    engine then raises no contact-based signal rather than guess "none".
     ``fields`` holds the CRM's custom fields and properties that a playbook
     may map to methodology elements, keyed by their CRM name.
     """
@@ -86,6 +89,7 @@ class DealSnapshot:
     forecast_category: str | None = None
     contacts: tuple[Contact, ...] = ()
     contact_count: int | None = None
+    contacts_known: bool = True
     stage_entered_at: datetime | None = None
     stage_history: tuple[Change[Stage], ...] = ()
     close_date_history: tuple[Change[date], ...] = ()

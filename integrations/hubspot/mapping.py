@@ -218,6 +218,7 @@ def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) ->
     amount_points = _history_points(history, "amount", rid, _number)
     owner_points = _history_points(history, "hubspot_owner_id", rid, _text_value)
 
+    contact_count = _count(props.get("num_associated_contacts"), "num_associated_contacts", rid)
     return DealSnapshot(
         id=rid,
         name=_text(props.get("dealname")) or rid,
@@ -234,7 +235,8 @@ def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) ->
             props.get("notes_next_activity_date"), "notes_next_activity_date", rid
         ),
         contacts=_contacts(obj, rid),
-        contact_count=_count(props.get("num_associated_contacts"), "num_associated_contacts", rid),
+        contact_count=contact_count,
+        contacts_known=contact_count is not None or _has_contact_associations(obj),
         stage_entered_at=stage_entered_at,
         stage_history=tuple(_consecutive_changes(stage_points, _same_stage)),
         close_date_history=tuple(_consecutive_changes(close_points, _same)),
@@ -296,6 +298,12 @@ def _history_points(
         points.append((at, -index, parse(entry.get("value"), f"{where}[{index}].value", rid)))
     points.sort(key=lambda point: (point[0], point[1]))
     return [(at, value) for at, _, value in points]
+
+
+def _has_contact_associations(obj: Mapping[str, Any]) -> bool:
+    """HubSpot leaves ``associations`` out when a deal has none, so only presence tells."""
+    associations = obj.get("associations")
+    return isinstance(associations, Mapping) and associations.get("contacts") is not None
 
 
 def _contacts(obj: Mapping[str, Any], rid: str) -> tuple[Contact, ...]:

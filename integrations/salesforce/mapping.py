@@ -181,6 +181,8 @@ def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSn
         has_future_activity=bool(_boolean(record.get("HasOpenActivity"), "HasOpenActivity", rid)),
         forecast_category=_text(record.get("ForecastCategoryName")),
         contacts=_contacts(record, rid),
+        # Salesforce sends null for an empty subquery; a missing key means not selected.
+        contacts_known="OpportunityContactRoles" in record,
         stage_entered_at=_datetime(record.get("LastStageChangeDate"), "LastStageChangeDate", rid),
         stage_history=tuple(_merge(stage_changes, field_stage, _same_stage)),
         close_date_history=tuple(_merge(close_changes, field_close, _same)),

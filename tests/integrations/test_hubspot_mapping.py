@@ -304,6 +304,7 @@ def test_map_deal_with_only_an_id_a_stage_and_createdAt() -> None:
         stage=stage("qualifiedtobuy"),
         created_at=utc(2026, 10, 1),
         pipeline="default",  # no pipeline property: the default pipeline
+        contacts_known=False,  # no associations, no count: contacts unknown
     )
 
 
@@ -761,3 +762,29 @@ def test_the_bad_sample_has_one_good_deal_and_one_with_a_bad_closedate() -> None
     with pytest.raises(MappingError, match="closedate: not a date: '31/12/2026'") as raised:
         map_deal(bad, sample_pipelines())
     assert raised.value.record_id == bad["id"]
+
+
+def test_given_no_associations_and_no_count_then_contacts_are_unknown() -> None:
+    obj = {"id": DEAL_ID, "properties": {"dealstage": "qualifiedtobuy"}, "createdAt": "2026-10-01"}
+    assert map_deal(obj, PIPELINES).contacts_known is False
+
+
+def test_given_a_contact_count_of_zero_then_contacts_are_known_to_be_none() -> None:
+    obj = {
+        "id": DEAL_ID,
+        "properties": {"dealstage": "qualifiedtobuy", "num_associated_contacts": "0"},
+        "createdAt": "2026-10-01",
+    }
+    deal = map_deal(obj, PIPELINES)
+    assert deal.contacts_known is True
+    assert deal.number_of_contacts == 0
+
+
+def test_given_an_empty_contacts_association_then_contacts_are_known() -> None:
+    obj = {
+        "id": DEAL_ID,
+        "properties": {"dealstage": "qualifiedtobuy"},
+        "createdAt": "2026-10-01",
+        "associations": {"contacts": {"results": []}},
+    }
+    assert map_deal(obj, PIPELINES).contacts_known is True

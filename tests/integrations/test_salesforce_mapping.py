@@ -299,6 +299,7 @@ def test_map_opportunity_with_only_the_required_fields() -> None:
         name=OPP_ID,  # no Name selected: the id stands in
         stage=stage("Qualification"),
         created_at=utc(2026, 10, 14, 14, 27, 15),
+        contacts_known=False,  # the contact-role subquery was not selected
     )
 
 
@@ -782,3 +783,20 @@ def test_the_bad_sample_has_one_good_record_and_one_with_an_unknown_stage() -> N
     with pytest.raises(MappingError, match="'Verbal Commit'") as raised:
         map_opportunity(bad, sample_stages())
     assert raised.value.record_id == bad["Id"]
+
+
+def test_given_no_contact_role_subquery_then_contacts_are_unknown() -> None:
+    record = {"Id": OPP_ID, "StageName": "Qualification", "CreatedDate": "2026-10-14"}
+    assert map_opportunity(record, DEFAULT_STAGES).contacts_known is False
+
+
+def test_given_a_null_contact_role_subquery_then_contacts_are_known_to_be_none() -> None:
+    record = {
+        "Id": OPP_ID,
+        "StageName": "Qualification",
+        "CreatedDate": "2026-10-14",
+        "OpportunityContactRoles": None,  # how Salesforce sends an empty subquery
+    }
+    deal = map_opportunity(record, DEFAULT_STAGES)
+    assert deal.contacts_known is True
+    assert deal.contacts == ()
