@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from app.coaching.results import DealReview
@@ -107,7 +107,7 @@ def pipeline_agenda(
     Items rank by exposure = risk x amount (risk = (100 - health) / 100); deals
     without an amount follow, by risk. Integrity figures count every open deal.
     """
-    start, end = period_bounds(as_of.date(), period)
+    start, end = period_bounds(as_of.astimezone(UTC).date(), period)
     items = []
     open_deals = 0
     open_amount = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from app.coaching.methodology import methodology
@@ -170,4 +171,6 @@ def review_fingerprint(review: DealReview) -> str:
 
 def snapshot_fingerprint(deal: DealSnapshot) -> str:
     """A hash of the whole snapshot: equal snapshots give equal fingerprints."""
-    return hashlib.sha256(repr(deal).encode()).hexdigest()
+    # ``fields`` is a mapping: equal whatever its order, but its repr follows insertion order.
+    canonical = replace(deal, fields=dict(sorted(deal.fields.items())))
+    return hashlib.sha256(repr(canonical).encode()).hexdigest()

@@ -194,6 +194,12 @@ class Playbook(_Strict):
         for element in self.elements:
             if f"element:{element}" not in covered:
                 raise ValueError(f"questions: no question for element {element!r}")
+        for stage, phase in self.stage_phases.items():
+            if phase == "closed":
+                raise ValueError(
+                    f"stage_phases.{stage}: closed stages map to closed by themselves; "
+                    "map open stages to an open phase"
+                )
         if self.prompts.show_first > self.prompts.max_per_deal:
             raise ValueError("prompts.show_first cannot exceed prompts.max_per_deal")
         if self.health.at_risk_min >= self.health.healthy_min:

@@ -103,7 +103,16 @@ def render_note_html(review: DealReview, marker: str, audience: str = "manager")
     if len(document) > NOTE_MAX_CHARS:  # only with extreme playbooks: drop the signal list
         document = "".join(parts) + tail
     cleaned: str = nh3.clean(document, tags=set(ALLOWED_TAGS), attributes={}, link_rel=None)
-    return cleaned[:NOTE_MAX_CHARS] if len(cleaned) > NOTE_MAX_CHARS else cleaned
+    if len(cleaned) > NOTE_MAX_CHARS:  # unreachable with today's caps; keep the marker anyway
+        marker_line = nh3.clean(tail, tags=set(ALLOWED_TAGS), attributes={}, link_rel=None)
+        body = nh3.clean(
+            cleaned[: NOTE_MAX_CHARS - len(marker_line) - 16],
+            tags=set(ALLOWED_TAGS),
+            attributes={},
+            link_rel=None,
+        )
+        cleaned = body + marker_line
+    return cleaned
 
 
 def _prompt_item(prompt: Prompt) -> str:

@@ -326,6 +326,8 @@ def stage_regressed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         days = _days(change.at, c.today)
         if days > window:
             return None
+        if days < 0:  # recorded after as_of: not yet happened at review time
+            continue
         old: Stage | None = change.old
         new: Stage | None = change.new
         if old is None or new is None or old.order is None or new.order is None:

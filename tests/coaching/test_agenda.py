@@ -1,0 +1,207 @@
+"""The pipeline-review agenda: exceptions only, ranked by risk x value, integrity figures."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from app.coaching.agenda import is_exception, period_bounds, pipeline_agenda
+from app.coaching.results import DealReview
+from app.coaching.snapshot import Change
+
+from .factories import (
+    AS_OF,
+    CHAMPION,
+    CLOSED_LOST,
+    CLOSED_WON,
+    DISCOVERY,
+    PROPOSAL,
+    QUALIFICATION,
+    day,
+    days_ago,
+    make_deal,
+    review,
+)
+
+
+def _review(deal_id: str, owner: str = "005A", **overrides: object) -> DealReview:
+    return review(make_deal(id=deal_id, owner_id=owner, **overrides))
+
+
+def _pipeline() -> dict[str, DealReview]:
+    reviews = {
+        # healthy, nothing high: not an exception
+        "quiet": _review("quiet"),
+        # healthy (75) but one high signal: an exception
+        "commit_early": _review(
+            "commit_early",
+            stage=PROPOSAL,
+            stage_history=(Change(days_ago(5), DISCOVERY, PROPOSAL),),
+            forecast_category="Commit",
+        ),
+        # at risk, large
+        "big_risky": _review(
+            "big_risky", amount=400_000.0, close_date=day(-40), last_activity_at=days_ago(20)
+        ),
+        # critical, small
+        "small_critical": _review(
+            "small_critical",
+            amount=5_000.0,
+            close_date=day(-40),
+            last_activity_at=days_ago(40),
+            next_step=None,
+            created_at=days_ago(400),
+        ),
+        # at risk, no amount: follows the priced deals
+        "unpriced": _review(
+            "unpriced", amount=None, close_date=day(-40), last_activity_at=days_ago(20)
+        ),
+        # early stage closing this quarter
+        "early_close": _review(
+            "early_close",
+            stage=QUALIFICATION,
+            stage_history=(Change(days_ago(5), DISCOVERY, QUALIFICATION),),
+            close_date=day(10),
+        ),
+        # closed deals with terrible data: never on the agenda, never counted
+        "won": _review("won", stage=CLOSED_WON, close_date=day(-100), next_step=None),
+        "lost": _review("lost", stage=CLOSED_LOST, close_date=day(-100), next_step=None),
+        # another owner's critical deal
+        "theirs": _review(
+            "theirs", owner="005B", amount=900_000.0, close_date=day(-40), next_step=None
+        ),
+    }
+    return reviews
+
+
+def test_given_healthy_deal_without_high_signal_when_checked_then_it_is_not_an_exception() -> None:
+    reviews = _pipeline()
+
+    assert reviews["quiet"].health.band == "healthy"
+    assert not is_exception(reviews["quiet"])
+    assert reviews["commit_early"].health.band == "healthy"
+    assert is_exception(reviews["commit_early"])  # a high signal makes it one
+    assert not is_exception(reviews["won"]) and not is_exception(reviews["lost"])
+
+
+def test_given_owner_when_agenda_built_then_only_exceptions_ranked_by_risk_times_amount() -> None:
+    agenda = pipeline_agenda(_pipeline().values(), "005A", AS_OF)
+
+    ids = [item.review.deal_id for item in agenda.items]
+    assert ids == ["big_risky", "commit_early", "small_critical", "unpriced"]
+    exposures = [item.exposure for item in agenda.items]
+    assert exposures == sorted(exposures, reverse=True)
+    big = agenda.items[0]
+    assert big.risk == pytest.approx((100 - big.review.health.score) / 100)
+    assert big.exposure == pytest.approx(big.risk * 400_000)
+
+
+def test_given_unpriced_deals_when_ranked_then_they_follow_by_risk() -> None:
+    riskier = _review("riskier", amount=None, close_date=day(-40), last_activity_at=days_ago(40))
+    milder = _review("milder", amount=None, close_date=day(-40), last_activity_at=days_ago(20))
+
+    agenda = pipeline_agenda([milder, riskier], None, AS_OF)
+
+    assert [item.review.deal_id for item in agenda.items] == ["riskier", "milder"]
+    assert all(item.exposure == 0 for item in agenda.items)
+
+
+def test_given_no_owner_filter_when_agenda_built_then_every_owner_is_included() -> None:
+    agenda = pipeline_agenda(_pipeline().values(), None, AS_OF)
+
+    assert agenda.items[0].review.deal_id == "theirs"
+    assert agenda.integrity.open_deals == 7
+
+
+def test_given_other_owner_when_agenda_built_then_only_their_deals_count() -> None:
+    agenda = pipeline_agenda(_pipeline().values(), "005B", AS_OF)
+
+    assert [item.review.deal_id for item in agenda.items] == ["theirs"]
+    assert agenda.integrity.open_deals == 1
+    assert agenda.integrity.open_amount == 900_000.0
+
+
+def test_given_pipeline_when_agenda_built_then_integrity_figures_count_open_deals() -> None:
+    agenda = pipeline_agenda(_pipeline().values(), "005A", AS_OF)
+
+    assert agenda.integrity.to_dict() == {
+        "open_deals": 6,
+        "open_amount": 20_000.0 * 3 + 400_000.0 + 5_000.0,
+        "close_date_passed": 3,
+        "next_step_missing": 1,
+        "stale": 3,
+        "closing_this_period_early_stage": 1,
+    }
+
+
+def test_given_early_deal_closing_next_quarter_when_counted_then_it_is_not_in_this_period() -> None:
+    later = _review(
+        "later",
+        stage=QUALIFICATION,
+        stage_history=(Change(days_ago(5), DISCOVERY, QUALIFICATION),),
+        close_date=date(2025, 7, 1),
+    )
+    late_stage = _review("late", stage=PROPOSAL, close_date=date(2025, 6, 30), contacts=(CHAMPION,))
+
+    quarter = pipeline_agenda([later, late_stage], None, AS_OF)
+
+    assert quarter.integrity.closing_this_period_early_stage == 0
+    assert (quarter.period_start, quarter.period_end) == (date(2025, 4, 1), date(2025, 6, 30))
+
+
+def test_given_month_period_when_agenda_built_then_period_is_the_month() -> None:
+    closing = _review(
+        "early",
+        stage=DISCOVERY,
+        stage_history=(),
+        created_at=days_ago(5),
+        close_date=date(2025, 6, 30),
+    )
+
+    agenda = pipeline_agenda([closing], None, AS_OF, period="month")
+
+    assert (agenda.period_start, agenda.period_end) == (date(2025, 6, 1), date(2025, 6, 30))
+    assert agenda.integrity.closing_this_period_early_stage == 1
+
+
+@pytest.mark.parametrize(
+    ("today", "period", "bounds"),
+    [
+        (date(2025, 1, 1), "quarter", (date(2025, 1, 1), date(2025, 3, 31))),
+        (date(2025, 3, 31), "quarter", (date(2025, 1, 1), date(2025, 3, 31))),
+        (date(2025, 4, 1), "quarter", (date(2025, 4, 1), date(2025, 6, 30))),
+        (date(2025, 8, 15), "quarter", (date(2025, 7, 1), date(2025, 9, 30))),
+        (date(2025, 12, 31), "quarter", (date(2025, 10, 1), date(2025, 12, 31))),
+        (date(2024, 2, 10), "month", (date(2024, 2, 1), date(2024, 2, 29))),
+        (date(2025, 2, 28), "month", (date(2025, 2, 1), date(2025, 2, 28))),
+        (date(2025, 12, 1), "month", (date(2025, 12, 1), date(2025, 12, 31))),
+        (date(2025, 4, 30), "month", (date(2025, 4, 1), date(2025, 4, 30))),
+    ],
+)
+def test_given_a_day_when_bounded_then_the_quarter_or_month_holding_it(
+    today: date, period: str, bounds: tuple[date, date]
+) -> None:
+    assert period_bounds(today, period) == bounds  # type: ignore[arg-type]
+
+
+def test_given_agenda_when_serialised_then_items_carry_only_shown_first_prompts() -> None:
+    agenda = pipeline_agenda(_pipeline().values(), "005A", AS_OF)
+
+    data = agenda.to_dict()
+
+    assert data["owner_id"] == "005A"
+    assert data["as_of"] == "2025-06-15T12:00:00Z"
+    assert data["period"] == {"start": "2025-04-01", "end": "2025-06-30"}
+    first = data["items"][0]
+    assert first["deal_id"] == "big_risky"
+    assert first["signals"] == ["close_date_passed", "no_recent_activity"]
+    assert all(p["shown_first"] for item in data["items"] for p in item["prompts"])
+    assert all(len(item["prompts"]) <= 3 for item in data["items"])
+
+
+def test_given_no_reviews_when_agenda_built_then_it_is_empty() -> None:
+    agenda = pipeline_agenda([], "005A", AS_OF)
+
+    assert agenda.items == ()
+    assert agenda.integrity.open_deals == 0

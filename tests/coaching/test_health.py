@@ -1,0 +1,105 @@
+"""Health: 100 minus a penalty per signal, banded, methodology gaps capped together."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.coaching.engine import health_of
+from app.coaching.playbook import compile_playbook, load_playbook_text
+from app.coaching.results import Evidence, Signal
+
+from .factories import NEGOTIATION, day, days_ago, make_deal, playbook, review
+
+
+def _signals(*severities: str, code: str = "no_recent_activity") -> list[Signal]:
+    return [
+        Signal(
+            code=code,
+            severity=severity,  # type: ignore[arg-type]
+            message="m",
+            evidence=(Evidence("f", "v"),),
+            element=f"e{index}" if code == "methodology_gap" else None,
+        )
+        for index, severity in enumerate(severities)
+    ]
+
+
+def test_given_no_signals_when_scored_then_health_is_a_full_hundred() -> None:
+    health = health_of([], playbook())
+
+    assert (health.score, health.band, health.penalties) == (100, "healthy", ())
+
+
+@pytest.mark.parametrize(
+    ("severities", "score"),
+    [(("high",), 75), (("medium",), 88), (("low",), 95), (("high", "medium", "low"), 58)],
+)
+def test_given_signals_when_scored_then_each_costs_its_severity_penalty(
+    severities: tuple[str, ...], score: int
+) -> None:
+    assert health_of(_signals(*severities), playbook()).score == score
+
+
+def test_given_penalties_when_scored_then_the_explanation_lists_each_signal() -> None:
+    health = health_of(_signals("high", "low"), playbook())
+
+    assert health.penalties == (("no_recent_activity", 25), ("no_recent_activity", 5))
+
+
+def test_given_too_many_signals_when_scored_then_health_stops_at_zero() -> None:
+    health = health_of(_signals(*["high"] * 10), playbook())
+
+    assert (health.score, health.band) == (0, "critical")
+
+
+#: One point a low signal, so every score is reachable.
+_ONE_POINT = compile_playbook(
+    load_playbook_text("name: points\nextends: meddpicc\nhealth:\n  penalty_low: 1\n", "points")
+)
+
+
+@pytest.mark.parametrize(
+    ("lows", "score", "band"),
+    [
+        (0, 100, "healthy"),
+        (30, 70, "healthy"),
+        (31, 69, "at_risk"),
+        (60, 40, "at_risk"),
+        (61, 39, "critical"),
+        (100, 0, "critical"),
+    ],
+)
+def test_given_score_at_a_band_boundary_when_scored_then_band_follows_70_and_40(
+    lows: int, score: int, band: str
+) -> None:
+    health = health_of(_signals(*["low"] * lows), _ONE_POINT)
+
+    assert (health.score, health.band) == (score, band)
+
+
+def test_given_many_methodology_gaps_when_scored_then_their_penalty_is_capped_at_thirty() -> None:
+    gaps = _signals(*["medium"] * 5, code="methodology_gap")
+
+    health = health_of([*gaps, *_signals("low")], playbook())
+
+    assert [penalty for _, penalty in health.penalties] == [12, 12, 6, 0, 0, 5]
+    assert health.score == 100 - 30 - 5
+
+
+def test_given_a_deal_with_every_element_missing_when_reviewed_then_gaps_cost_at_most_30() -> None:
+    deal = make_deal(stage=NEGOTIATION, fields={}, contacts=(), description=None, next_step="x")
+
+    result = review(deal)
+
+    gap_penalty = sum(p for key, p in result.health.penalties if key.startswith("methodology_gap"))
+    gap_count = sum(1 for s in result.signals if s.code == "methodology_gap")
+    assert gap_count == 8
+    assert gap_penalty == 30
+
+
+def test_given_a_review_when_scored_then_health_matches_its_signals() -> None:
+    result = review(make_deal(close_date=day(-40), last_activity_at=days_ago(20)))
+
+    assert [s.severity for s in result.signals] == ["high", "medium"]
+    assert (result.health.score, result.health.band) == (63, "at_risk")
+    assert result.summary.startswith("At risk (63/100) in Solution: ")

@@ -1,0 +1,281 @@
+"""Notes for the CRMs: stable markers, sanitised HTML, length caps."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from html.parser import HTMLParser
+
+import pytest
+
+from app.coaching.engine import review_fingerprint
+from app.coaching.playbook import compile_playbook, load_playbook_text
+from app.coaching.render import (
+    ALLOWED_TAGS,
+    MARKER_PREFIX,
+    NOTE_MAX_CHARS,
+    clean_text,
+    note_marker,
+    note_title,
+    render_note_html,
+    render_note_text,
+)
+from app.coaching.results import DealReview
+from app.coaching.snapshot import Contact, Stage
+
+from .factories import AS_OF, CHAMPION, MEDDPICC_FIELDS, day, days_ago, make_deal, review
+
+HOSTILE = (
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    '<a href="javascript:alert(1)">click</a>',
+    '"><svg onload=alert(1)>',
+    "</p></li><iframe src=//evil>",
+)
+
+#: Questions that echo CRM text ({deal}, {stage}, {category}) into the prompts.
+ECHO = compile_playbook(
+    load_playbook_text(
+        """\
+name: echo
+extends: meddpicc
+questions:
+  - id: deal_aging.why_now
+    signal: deal_aging
+    manager: "Why is {deal} still open after {days} days in {stage}?"
+    rep: "Why is {deal} still open?"
+  - id: forecast_mismatch.commit_basis
+    signal: forecast_mismatch
+    manager: "Why {category} for {deal}?"
+    rep: "Why {category}?"
+  - id: element.metrics
+    element: metrics
+    manager: "Metrics for {deal} are {status}: {element_label}?"
+    rep: "Metrics for {deal}?"
+""",
+        "echo",
+    )
+)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+
+def tags_of(document: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    parser = _Tags()
+    parser.feed(document)
+    parser.close()
+    return parser.tags
+
+
+def assert_safe_html(document: str) -> None:
+    """Only allowlisted tags, none with an attribute: no script, no handler, no link."""
+    for tag, attrs in tags_of(document):
+        assert tag in ALLOWED_TAGS, tag
+        assert attrs == [], (tag, attrs)
+    lowered = document.lower()
+    assert "<script" not in lowered
+    assert "<img" not in lowered and "<svg" not in lowered and "<iframe" not in lowered
+    assert not re.search(r"<[^>]*(onerror|onload|javascript:)", lowered)
+
+
+def _steady_review(as_of=AS_OF, **overrides: object) -> DealReview:
+    values: dict[str, object] = {
+        "amount": 60_000.0,
+        "contacts": (CHAMPION,),
+        "next_step": "",
+        "fields": {**MEDDPICC_FIELDS, "Metrics__c": "TBD"},
+    }
+    values.update(overrides)
+    return review(make_deal(**values), as_of=as_of)
+
+
+def _marker(result: DealReview, connection: str | None = "conn-1") -> str:
+    return note_marker(connection, result.deal_id, review_fingerprint(result))
+
+
+# --------------------------------------------------------------- the marker
+
+
+def test_given_same_connection_deal_and_content_when_marked_then_marker_is_stable() -> None:
+    first = _marker(_steady_review())
+    second = _marker(_steady_review())
+
+    assert first == second
+    assert re.fullmatch(r"dc1-[0-9a-f]{32}", first)
+
+
+def test_given_another_connection_when_marked_then_marker_differs() -> None:
+    result = _steady_review()
+
+    assert _marker(result, "conn-1") != _marker(result, "conn-2")
+    assert _marker(result, None) == _marker(result, None)
+    assert _marker(result, None) != _marker(result, "conn-1")
+
+
+def test_given_another_deal_with_same_content_when_marked_then_marker_differs() -> None:
+    assert _marker(_steady_review()) != _marker(_steady_review(id="006B"))
+
+
+def test_given_changed_evidence_when_marked_then_marker_differs() -> None:
+    before = _steady_review()
+    after = _steady_review(last_activity_at=days_ago(20))
+    amount_changed = _steady_review(amount=61_000.0)
+
+    assert _marker(before) != _marker(after)
+    assert _marker(before) != _marker(amount_changed)
+
+
+def test_given_as_of_a_day_later_with_same_evidence_when_marked_then_marker_is_unchanged() -> None:
+    today = _steady_review()
+    tomorrow = _steady_review(as_of=AS_OF + timedelta(days=1))
+
+    assert today.as_of != tomorrow.as_of
+    assert review_fingerprint(today) == review_fingerprint(tomorrow)
+    assert _marker(today) == _marker(tomorrow)
+
+
+def test_given_a_day_passes_and_a_threshold_is_crossed_when_marked_then_marker_changes() -> None:
+    today = _steady_review(last_activity_at=days_ago(14))
+    tomorrow = _steady_review(last_activity_at=days_ago(14), as_of=AS_OF + timedelta(days=1))
+
+    assert _marker(today) != _marker(tomorrow)
+
+
+# --------------------------------------------------------------- HTML
+
+
+def test_given_a_review_when_rendered_as_html_then_only_allowlisted_tags_are_used() -> None:
+    result = _steady_review(close_date=day(-3))
+    marker = _marker(result)
+
+    document = render_note_html(result, marker)
+
+    assert_safe_html(document)
+    assert {tag for tag, _ in tags_of(document)} <= {"p", "br", "strong", "em", "ol", "ul", "li"}
+    assert f"{MARKER_PREFIX} {marker}" in document
+    assert "Questions for the deal review" in document
+    assert "Also worth asking" in document  # prompts beyond the first three
+    assert document.count("<li>") == len(result.prompts) + len(result.signals)
+
+
+def test_given_rep_audience_when_rendered_then_the_rep_wording_is_used() -> None:
+    result = _steady_review()
+
+    document = render_note_html(result, _marker(result), audience="rep")
+
+    assert "Self-review" in document
+    assert clean_text(result.rep_prompts[0].text, 600).split(",")[0] in document
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_given_hostile_crm_text_when_rendered_then_nothing_executable_survives(
+    hostile: str,
+) -> None:
+    deal = make_deal(
+        name=hostile,
+        stage=Stage("x", hostile, 4, 0.6),
+        stage_history=(),
+        created_at=days_ago(200),
+        forecast_category=hostile,
+        currency=hostile,
+        fields={**MEDDPICC_FIELDS, "Metrics__c": hostile},
+        contacts=(Contact("003", (hostile,), name=hostile),),
+    )
+    result = review(deal, ECHO)
+    assert any(hostile[:10] in p.text for p in result.prompts)  # the text does reach the note
+
+    document = render_note_html(result, _marker(result))
+
+    assert_safe_html(document)
+    assert _marker(result) in document
+    text = render_note_text(result, _marker(result))
+    assert "\x00" not in text
+
+
+def test_given_control_characters_when_cleaned_then_they_are_gone_and_text_is_one_line() -> None:
+    dirty = "Acme\x00\x07 deal\u200b\r\n\tsecond \u2028line\ufeff\x7f"
+
+    assert clean_text(dirty) == "Acme deal second line"
+
+
+@pytest.mark.parametrize(("limit", "size"), [(300, 10_000), (10, 11), (10, 10)])
+def test_given_long_text_when_cleaned_then_it_is_capped_with_an_ellipsis(
+    limit: int, size: int
+) -> None:
+    cleaned = clean_text("x" * size, limit)
+
+    assert len(cleaned) <= limit
+    assert cleaned.endswith("…") is (size > limit)
+
+
+def test_given_enormous_deal_name_when_titled_then_title_fits_255_characters() -> None:
+    result = review(make_deal(name="Ω" * 100_000))
+
+    title = note_title(result)
+
+    assert len(title) <= 255
+    assert title.startswith("dealcoach review: ΩΩ")
+
+
+def test_given_short_deal_name_when_titled_then_title_carries_it_cleanly() -> None:
+    assert (
+        note_title(review(make_deal(name="Acme\n renewal\x00"))) == "dealcoach review: Acme renewal"
+    )
+
+
+def test_given_enormous_texts_when_rendered_then_notes_stay_under_the_cap() -> None:
+    huge = "&<" * 50_000
+    deal = make_deal(
+        name=huge,
+        stage=Stage("x", huge, 4, 0.6),
+        stage_history=(),
+        created_at=days_ago(400),
+        forecast_category="Commit",
+        fields={},
+        contacts=(),
+    )
+    result = review(deal, ECHO)
+
+    document = render_note_html(result, _marker(result))
+    text = render_note_text(result, _marker(result))
+
+    assert len(document) <= NOTE_MAX_CHARS and _marker(result) in document
+    assert len(text) <= NOTE_MAX_CHARS and _marker(result) in text
+    assert max(len(line) for line in text.splitlines()) < 1_000
+    assert_safe_html(document)
+
+
+def test_given_a_review_when_rendered_as_text_then_it_lists_prompts_signals_and_marker() -> None:
+    result = _steady_review(close_date=day(-3))
+
+    text = render_note_text(result, "dc1-abc")
+
+    lines = text.splitlines()
+    assert lines[0] == "Acme finance platform [006A]"
+    assert "  Questions for the deal review:" in lines
+    assert sum(line.endswith("(more)") for line in lines) == len(result.prompts) - 3
+    assert "    - low    methodology_gap[metrics]: Metrics is ambiguous at Solution" in lines
+    assert lines[-1] == f"  {MARKER_PREFIX} dc1-abc"
+
+
+def test_given_a_note_over_the_cap_when_rendered_then_it_is_cut_but_keeps_its_marker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.coaching import render
+
+    result = _steady_review()
+    marker = _marker(result)
+    full = render.render_note_html(result, marker)
+    monkeypatch.setattr(render, "NOTE_MAX_CHARS", len(full) // 4)
+    cut = render.render_note_html(result, marker)
+    assert len(cut) <= len(full) // 4
+    assert cut.endswith("</em></p>")
+    assert marker in cut
+    assert_safe_html(cut)
