@@ -15,7 +15,13 @@ from app.coaching.methodology import methodology
 from app.coaching.playbook import CompiledPlaybook
 from app.coaching.prompts import build_prompts, evidence_key
 from app.coaching.results import Band, DealReview, Health, Signal
-from app.coaching.signals import RULES, ReviewContext, deal_roles, deal_texts
+from app.coaching.signals import (
+    RULES,
+    ReviewContext,
+    deal_roles,
+    deal_texts,
+    severity_shift,
+)
 from app.coaching.snapshot import DealSnapshot, Stage
 
 _BAND_LABEL = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"}
@@ -118,6 +124,7 @@ def review_deal(deal: DealSnapshot, playbook: CompiledPlaybook, as_of: datetime)
         stage_entered_at=stage_entered_at(deal),
         roles=deal_roles(deal),
         lowered=deal_texts(deal),
+        severity_shift=severity_shift(deal.amount, phase, playbook.thresholds),
     )
     signals: list[Signal] = []
     if deal.is_open:

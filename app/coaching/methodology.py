@@ -126,7 +126,7 @@ def methodology(
         late = phase_index - element.from_index >= 2
         absent = judgement.status == "absent"
         base: Severity = SEVERITIES[(1 if absent else 0) + (1 if late else 0)]
-        severity = scale_severity(base, deal, context)
+        severity = scale_severity(base, context)
         if not absent and severity == "high":
             severity = "medium"  # a mention is not proof, but it is not silence either
         gaps.append(

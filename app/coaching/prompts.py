@@ -104,24 +104,37 @@ def build_prompts(
         shown_first = len(manager) < settings.show_first
         manager_id, rep_id = prompt_ids(question.id, evidence_key(signal))
         facts = signal.facts
-        for prompt_id, audience, template, out in (
-            (manager_id, "manager", question.manager, manager),
-            (rep_id, "rep", question.rep, rep),
-        ):
-            out.append(
-                Prompt(
-                    id=prompt_id,
-                    question_id=question.id,
-                    audience=audience,  # type: ignore[arg-type]
-                    text=template.format_map(facts) if "{" in template else template,
-                    why=signal.message,
-                    signal=signal.code,
-                    severity=signal.severity,
-                    score=score,
-                    shown_first=shown_first,
-                    element=signal.element,
-                )
+        code, severity, why, element = signal.code, signal.severity, signal.message, signal.element
+        text = question.manager
+        manager.append(
+            Prompt(
+                manager_id,
+                question.id,
+                "manager",
+                text.format_map(facts) if "{" in text else text,
+                why,
+                code,
+                severity,
+                score,
+                shown_first,
+                element,
             )
+        )
+        text = question.rep
+        rep.append(
+            Prompt(
+                rep_id,
+                question.id,
+                "rep",
+                text.format_map(facts) if "{" in text else text,
+                why,
+                code,
+                severity,
+                score,
+                shown_first,
+                element,
+            )
+        )
         if len(manager) == settings.max_per_deal:
             break
     return tuple(manager), tuple(rep)

@@ -35,6 +35,8 @@ class ReviewContext:
     roles: Mapping[str, str]
     #: The deal's free text (next_step, description, name), lowercased once.
     lowered: Mapping[str, str]
+    #: Levels every signal of this deal moves (see :func:`severity_shift`).
+    severity_shift: int
 
 
 def deal_roles(deal: DealSnapshot) -> dict[str, str]:
@@ -67,21 +69,25 @@ def _money(amount: float | None) -> str:
     return f"{amount:,.0f}"
 
 
-def scale_severity(base: Severity, deal: DealSnapshot, context: ReviewContext) -> Severity:
-    """Scale a rule's base severity by deal size and lateness.
+def severity_shift(amount: float | None, phase: str, thresholds: Thresholds) -> int:
+    """How many levels a deal's signals move: size and lateness scale severity.
 
     A large deal (``large_deal_amount`` or more) in a late phase goes up one
     level; a small or unpriced deal (below ``small_deal_amount``) in an early
-    phase goes down one level.
+    phase goes down one level; otherwise none.
     """
-    index = _LEVEL[base]
-    amount = deal.amount or 0.0
-    thresholds = context.thresholds
-    if amount >= thresholds.large_deal_amount and context.phase in _LATE_PHASES:
-        index = min(index + 1, 2)
-    elif amount < thresholds.small_deal_amount and context.phase in _EARLY_PHASES:
-        index = max(index - 1, 0)
-    return SEVERITIES[index]
+    value = amount or 0.0
+    if value >= thresholds.large_deal_amount and phase in _LATE_PHASES:
+        return 1
+    if value < thresholds.small_deal_amount and phase in _EARLY_PHASES:
+        return -1
+    return 0
+
+
+def scale_severity(base: Severity, context: ReviewContext) -> Severity:
+    """A rule's base severity moved by the deal's :func:`severity_shift`."""
+    index = _LEVEL[base] + context.severity_shift
+    return SEVERITIES[0 if index < 0 else (2 if index > 2 else index)]
 
 
 def _signal(
@@ -91,17 +97,11 @@ def _signal(
     context: ReviewContext,
     message: str,
     evidence: tuple[Evidence, ...],
-    **facts: str | int | float,
+    facts: dict[str, str | int | float],
 ) -> Signal:
-    facts.setdefault("stage", deal.stage.label)
-    facts.setdefault("deal", deal.name)
-    return Signal(
-        code=code,
-        severity=scale_severity(base, deal, context),
-        message=message,
-        evidence=evidence,
-        facts=facts,
-    )
+    facts["stage"] = deal.stage.label
+    facts["deal"] = deal.name
+    return Signal(code, scale_severity(base, context), message, evidence, facts)
 
 
 # ---------------------------------------------------------------- the rules
@@ -119,8 +119,7 @@ def close_date_passed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Close date {deal.close_date.isoformat()} passed {days} days ago",
         (Evidence("close_date", deal.close_date.isoformat(), deal.close_date),),
-        days=days,
-        close_date=deal.close_date.isoformat(),
+        {"days": days, "close_date": deal.close_date.isoformat()},
     )
 
 
@@ -151,8 +150,7 @@ def close_date_pushed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Close date moved later {count} times (now {current})",
         evidence,
-        count=count,
-        close_date=current,
+        {"count": count, "close_date": current},
     )
 
 
@@ -179,8 +177,7 @@ def stalled_in_stage(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 f"in this stage since {c.stage_entered_at.date().isoformat()}",
             ),
         ),
-        days=days,
-        limit=limit,
+        {"days": days, "limit": limit},
     )
 
 
@@ -197,7 +194,7 @@ def no_recent_activity(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             c,
             f"No activity logged on a deal {age} days old",
             (Evidence("last_activity_at", None, None, f"deal created {deal.created_at.date()}"),),
-            days=age,
+            {"days": age},
         )
     days = _days(deal.last_activity_at, c.today)
     if days <= t.no_activity_days:
@@ -213,7 +210,7 @@ def no_recent_activity(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 "last_activity_at", deal.last_activity_at.date().isoformat(), deal.last_activity_at
             ),
         ),
-        days=days,
+        {"days": days},
     )
 
 
@@ -238,6 +235,7 @@ def next_step_missing(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 deal.next_activity_at,
             ),
         ),
+        {},
     )
 
 
@@ -260,7 +258,7 @@ def single_threaded(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             Evidence("contacts", str(contacts)),
             Evidence("amount", _money(deal.amount)),
         ),
-        contacts=contacts,
+        {"contacts": contacts},
     )
 
 
@@ -285,7 +283,7 @@ def no_economic_buyer(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             ),
             Evidence("stage", deal.stage.label, None, f"probability {percent}%"),
         ),
-        probability=percent,
+        {"probability": percent},
     )
 
 
@@ -316,7 +314,7 @@ def amount_decreased(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             Evidence("amount", _money(peak), peak_at, "highest recorded amount"),
             Evidence("amount", _money(deal.amount), None, "current amount"),
         ),
-        drop_pct=drop_pct,
+        {"drop_pct": drop_pct},
     )
 
 
@@ -340,8 +338,7 @@ def stage_regressed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 c,
                 f"Moved back from {old.label} to {new.label} {days} days ago",
                 (Evidence("stage", new.label, change.at, f"moved back from {old.label}"),),
-                from_stage=old.label,
-                days=days,
+                {"from_stage": old.label, "days": days},
             )
     return None
 
@@ -366,8 +363,7 @@ def close_date_unrealistic(deal: DealSnapshot, c: ReviewContext) -> Signal | Non
             Evidence("close_date", deal.close_date.isoformat(), deal.close_date),
             Evidence("stage", deal.stage.label, None, f"probability {percent}%"),
         ),
-        days=days,
-        probability=percent,
+        {"days": days, "probability": percent},
     )
 
 
@@ -388,8 +384,7 @@ def forecast_mismatch(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             Evidence("forecast_category", category),
             Evidence("stage", deal.stage.label, None, f"probability {percent}%"),
         ),
-        category=category,
-        probability=percent,
+        {"category": category, "probability": percent},
     )
 
 
@@ -407,7 +402,7 @@ def owner_changed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Owner changed {days} days ago",
         (Evidence("owner_id", change.new, change.at, f"from {change.old}"),),
-        days=days,
+        {"days": days},
     )
 
 
@@ -423,7 +418,7 @@ def deal_aging(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Open for {days} days",
         (Evidence("created_at", deal.created_at.date().isoformat(), deal.created_at),),
-        days=days,
+        {"days": days},
     )
 
 
