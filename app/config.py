@@ -36,6 +36,41 @@ class Settings(BaseSettings):
     )
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
 
+    # --- the service (review pipeline, API, queue) ---------------------------------------
+    secret_keys: str | None = Field(
+        default=None,
+        description="Comma-separated Fernet keys, newest first, that encrypt secrets at rest. "
+        "Required outside sandbox mode.",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The external base URL of the service (webhook URLs, OAuth callbacks).",
+    )
+    sandbox: bool = Field(
+        default=False,
+        description="Allow localhost and private CRM URLs and a development secret key "
+        "(demo and tests only).",
+    )
+    queue_url: str | None = Field(
+        default=None,
+        description="Task queue backend: default a SQLite file queue.db in the data directory; "
+        "redis://... or postgresql://... to scale out.",
+    )
+    worker_threads: int = Field(default=2, ge=1, le=64, description="Worker threads.")
+    sync_interval_minutes: int = Field(default=15, ge=1, le=1440)
+    webhook_coalesce_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="Events for one deal within this window: one review."
+    )
+    write_batch_size: int = Field(default=100, ge=1, le=200)
+    daily_quota_share: float = Field(
+        default=0.5, gt=0, le=1, description="Share of a CRM's daily API allowance syncs may use."
+    )
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: str | None = None
+    salesforce_login_url: str = "https://login.salesforce.com"
+    hubspot_client_id: str | None = None
+    hubspot_client_secret: str | None = None
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -49,6 +84,27 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _check_queue_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite", "redis://", "rediss://", "postgresql://")):
+            raise ValueError("must be a sqlite:///, redis:// or postgresql:// URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def resolved_queue_url(self) -> str:
+        """The queue URL in use: the setting, or a SQLite file queue.db in the data directory."""
+        return self.queue_url or f"sqlite:///{(self.data_dir / 'queue.db').resolve()}"
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,13 +1,20 @@
-"""What every CRM integration shares.
+"""What every CRM integration shares: the provider protocol, its DTOs and errors.
 
-For now this holds :class:`MappingError`, raised by the pure mapping functions
-(``integrations/*/mapping.py``) when a CRM export cannot become a
-:class:`~app.coaching.snapshot.DealSnapshot`. It will also hold the
-``CrmProvider`` protocol that each CRM adapter implements and the error
-taxonomy of the adapters (authentication, rate limits, transient failures...).
+``CrmProvider`` is the only door to a CRM. The service never sees SDK
+objects: adapters speak in the neutral types below and raise only the small
+error taxonomy (:class:`RetriableError`, :class:`AuthError`,
+:class:`NotFoundError`, :class:`InvalidRequestError`). The pure mapping
+functions (``integrations/*/mapping.py``) raise :class:`MappingError`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from app.coaching.snapshot import DealSnapshot, StageCatalogue
 
 
 class MappingError(ValueError):
@@ -31,3 +38,205 @@ class MappingError(ValueError):
         # Keep the two-argument constructor working through pickling (e.g. in a
         # process pool), which a plain ValueError would not.
         return (type(self), (self.record_id, self.message))
+
+
+# ---------------------------------------------------------------- error taxonomy
+
+
+class ProviderError(Exception):
+    """Base of the errors an adapter may raise. Messages never contain secrets."""
+
+
+class RetriableError(ProviderError):
+    """A transient failure (rate limit, 5xx, timeout): try again after ``retry_after`` s.
+
+    ``retry_after`` is the CRM's own ``Retry-After`` when it sent one, else None
+    (the caller backs off on its own schedule).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(RetriableError):
+    """The CRM refused for a rate limit or concurrency limit."""
+
+
+class QuotaExhaustedError(ProviderError):
+    """The daily-allowance guard stopped the call before it ate the CRM's quota."""
+
+
+class AuthError(ProviderError):
+    """The CRM refused the credentials.
+
+    ``refreshable`` is True when the access token merely expired and a refresh
+    may fix it; otherwise the connection needs an admin to re-authorise it.
+    """
+
+    def __init__(self, message: str, refreshable: bool = False) -> None:
+        super().__init__(message)
+        self.refreshable = refreshable
+
+
+class NotFoundError(ProviderError):
+    """The deal (or record) does not exist, or no longer does."""
+
+
+class InvalidRequestError(ProviderError):
+    """The CRM rejected the request as malformed: retrying will not help."""
+
+
+# ---------------------------------------------------------------- DTOs
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionContext:
+    """What an adapter needs to talk to one CRM account. ``credentials`` are decrypted;
+    never log or return them."""
+
+    connection_id: str
+    provider: str
+    external_account_id: str
+    instance_url: str | None
+    credentials: Mapping[str, Any] = field(repr=False)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DealPage:
+    """One page of an incremental sync.
+
+    ``watermark`` is the adapter's opaque checkpoint after this page: store it,
+    and a crash resumes from here. ``deleted_ids`` are deals deleted in the CRM.
+    """
+
+    deals: tuple[DealSnapshot, ...]
+    watermark: str | None
+    deleted_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRequest:
+    """A coaching note to write on a deal. ``marker`` is unique per intended note."""
+
+    deal_id: str
+    marker: str
+    title: str
+    html: str
+    text: str
+    kind: Literal["note", "task"] = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class NoteResult:
+    """What happened to one :class:`NoteRequest` of a batch (same order as the batch)."""
+
+    marker: str
+    external_id: str | None = None
+    error: ProviderError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """A webhook request as received, for verification and parsing."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One event about one deal. ``identity`` is unique per delivery of this event."""
+
+    identity: str
+    deal_id: str
+    kind: Literal["stage_change", "created", "changed", "ignored"]
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookParse:
+    """The verified events of one request and the exact reply the CRM expects."""
+
+    events: tuple[WebhookEvent, ...]
+    reply_body: bytes = b""
+    reply_content_type: str = "application/json"
+
+
+class WebhookRejected(ProviderError):
+    """The request is not authentic or not well formed. ``status`` is the HTTP reply."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+@runtime_checkable
+class CrmProvider(Protocol):
+    """One CRM account, as the service uses it. Every method may raise
+    :class:`RetriableError`, :class:`AuthError` or :class:`InvalidRequestError`."""
+
+    kind: ClassVar[str]
+
+    def list_stages(self) -> Mapping[str, StageCatalogue]:
+        """The stage catalogues, by pipeline id (Salesforce: one, ``default``)."""
+        ...
+
+    def iter_changed_deals(self, watermark: str | None) -> Iterator[DealPage]:
+        """Deals changed since ``watermark`` (None: all), page by page, oldest first.
+
+        Each page's ``watermark`` resumes after that page; a small overlap is
+        allowed (the service deduplicates by snapshot fingerprint).
+        """
+        ...
+
+    def fetch_deal(self, deal_id: str) -> DealSnapshot:
+        """One deal with its history and contacts.
+
+        Raises:
+            NotFoundError: no such deal.
+            InvalidRequestError: ``deal_id`` is not a valid id for this CRM.
+        """
+        ...
+
+    def write_notes(self, notes: Sequence[NoteRequest]) -> list[NoteResult]:
+        """Write a batch of notes; one result per note, in order. A failure of
+        one note is in its result, not raised; a failure of the whole call is raised."""
+        ...
+
+    def find_note(self, deal_id: str, marker: str) -> str | None:
+        """The external id of the note on ``deal_id`` carrying ``marker``, if any."""
+        ...
+
+    def update_summary(self, deal_id: str, fields: Mapping[str, str]) -> None:
+        """Update the rolling-summary fields on the deal (the service's own write)."""
+        ...
+
+    def refresh_credentials(self) -> Mapping[str, Any]:
+        """Exchange the refresh token for new credentials; the caller stores them.
+
+        Raises:
+            AuthError: the refresh token is no longer valid (re-authorise).
+        """
+        ...
+
+
+class WebhookParser(Protocol):
+    """Verifies and parses one CRM's webhook requests (stateless)."""
+
+    def __call__(
+        self, request: InboundRequest, connection: ConnectionContext, secret: str | None
+    ) -> WebhookParse:
+        """Raises :class:`WebhookRejected` for anything not authentic or malformed."""
+        ...
