@@ -85,15 +85,25 @@ def period_bounds(today: date, period: Period) -> tuple[date, date]:
         start = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
     months = 1 if period == "month" else 3
     year, month = divmod(start.month - 1 + months, 12)
+    if start.year + year > date.max.year:  # the calendar's last period ends with it
+        return start, date.max
     end = date(start.year + year, month + 1, 1).toordinal() - 1
     return start, date.fromordinal(end)
 
 
+#: Signals that put an open deal on the agenda whatever its health: the forecast
+#: depends on them.
+_ALWAYS_CODES = frozenset({"close_date_passed", "forecast_mismatch"})
+
+
 def is_exception(review: DealReview) -> bool:
-    """A deal worth the meeting's time: open, and not healthy or with a high signal."""
+    """A deal worth the meeting's time: open, and not healthy, or with a high signal,
+    a close date in the past or a forecast category its stage does not support."""
     if not review.is_open:
         return False
-    return review.health.band != "healthy" or any(s.severity == "high" for s in review.signals)
+    return review.health.band != "healthy" or any(
+        s.severity == "high" or s.code in _ALWAYS_CODES for s in review.signals
+    )
 
 
 def pipeline_agenda(

@@ -69,14 +69,42 @@ def stage_entered_at(deal: DealSnapshot) -> datetime:
     return deal.created_at
 
 
-def health_of(signals: Iterable[Signal], playbook: CompiledPlaybook) -> Health:
-    """100 minus a penalty per signal by severity (methodology gaps capped together)."""
+def health_of(
+    signals: Iterable[Signal], playbook: CompiledPlaybook, phase: str | None = None
+) -> Health:
+    """100 minus a penalty per signal by severity, banded, the band floored by severity.
+
+    * Signals whose questions share a ``topic`` (``no_economic_buyer`` and
+      ``methodology_gap[economic_buyer]``) are one problem: only the larger
+      penalty counts (on a tie, the one that is not a methodology gap); the
+      others are listed with penalty 0.
+    * Methodology gaps together cost at most ``health.methodology_penalty_cap``.
+    * Any high signal makes the band at most ``at_risk``, and
+      ``health.high_signals_critical`` of them (a topic counts once) make it
+      ``critical``, whatever the score.
+
+    ``phase`` picks the questions (and so the topics) the deal is asked in; without
+    it, a signal's topic is that of its first question with one.
+    """
     settings = playbook.playbook.health
+    ordered = list(signals)
+    base = [playbook.penalties[signal.severity] for signal in ordered]
+    topics = [_topic(signal, playbook, phase) for signal in ordered]
+    kept: dict[str, int] = {}
+    for index, topic in enumerate(topics):
+        if topic is None:
+            continue
+        best = kept.get(topic)
+        if best is None or base[index] > base[best]:
+            kept[topic] = index
+        elif base[index] == base[best] and ordered[best].code == "methodology_gap":
+            kept[topic] = index  # a gap's penalty may be capped away: keep the other
     penalties: list[tuple[str, int]] = []
     total = 0
     methodology_total = 0
-    for signal in signals:
-        penalty = playbook.penalties[signal.severity]
+    for index, signal in enumerate(ordered):
+        topic = topics[index]
+        penalty = base[index] if topic is None or kept[topic] == index else 0
         if signal.code == "methodology_gap":
             penalty = max(0, min(penalty, settings.methodology_penalty_cap - methodology_total))
             methodology_total += penalty
@@ -90,7 +118,23 @@ def health_of(signals: Iterable[Signal], playbook: CompiledPlaybook) -> Health:
         band = "at_risk"
     else:
         band = "critical"
+    high_topics = {topics[i] for i, s in enumerate(ordered) if s.severity == "high" and topics[i]}
+    highs = len(high_topics) + sum(
+        1 for i, s in enumerate(ordered) if s.severity == "high" and topics[i] is None
+    )
+    if highs >= settings.high_signals_critical:
+        band = "critical"
+    elif highs and band == "healthy":
+        band = "at_risk"
     return Health(score=score, band=band, penalties=tuple(penalties))
+
+
+def _topic(signal: Signal, playbook: CompiledPlaybook, phase: str | None) -> str | None:
+    target = f"element:{signal.element}" if signal.element else signal.code
+    if phase is None:
+        return playbook.target_topics.get(target)
+    question = playbook.question_for.get((target, phase))
+    return None if question is None else question.topic
 
 
 def _summary(deal: DealSnapshot, health: Health, signals: tuple[Signal, ...]) -> str:
@@ -138,7 +182,7 @@ def review_deal(deal: DealSnapshot, playbook: CompiledPlaybook, as_of: datetime)
     signals.extend(gaps)
     signals.sort(key=lambda s: _SEVERITY_ORDER[s.severity])
     ordered = tuple(signals)
-    health = health_of(ordered, playbook)
+    health = health_of(ordered, playbook, phase)
     manager, rep = build_prompts(deal, ordered, playbook, phase)
     return DealReview(
         deal_id=deal.id,
@@ -151,6 +195,7 @@ def review_deal(deal: DealSnapshot, playbook: CompiledPlaybook, as_of: datetime)
         stage_label=deal.stage.label,
         phase=phase,
         is_open=deal.is_open,
+        is_won=deal.stage.is_closed and deal.stage.is_won,
         as_of=as_of,
         playbook=playbook.name,
         playbook_version=playbook.version,

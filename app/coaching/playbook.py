@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from app.coaching.vocabulary import (
     COMMON_FACTS,
@@ -43,34 +50,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Thresholds(_Strict):
-    """Every threshold of the signal vocabulary, with the defaults of COACHING.md."""
+def _not_a_boolean(value: object) -> object:
+    # YAML reads `yes`/`true` as booleans, which pydantic would take as 1.0.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
 
-    close_date_passed_high_days: int = Field(30, ge=0)
-    push_count: int = Field(2, ge=1)
-    push_count_high: int = Field(3, ge=1)
-    stalled_days: int = Field(30, ge=1)
-    stalled_days_by_phase: dict[Phase, int] = Field(default_factory=dict)
-    stalled_days_by_stage: dict[str, int] = Field(default_factory=dict)
-    stalled_high_factor: float = Field(2.0, ge=1.0)
-    no_activity_days: int = Field(14, ge=1)
-    no_activity_high_days: int = Field(28, ge=1)
-    single_threaded_amount: float = Field(50_000, ge=0)
-    single_threaded_max_contacts: int = Field(1, ge=0)
-    economic_buyer_probability: float = Field(0.5, ge=0, le=1)
-    economic_buyer_high_probability: float = Field(0.75, ge=0, le=1)
-    amount_decrease_ratio: float = Field(0.2, gt=0, lt=1)
-    amount_decrease_high_ratio: float = Field(0.5, gt=0, lt=1)
-    stage_regression_days: int = Field(30, ge=1)
-    close_soon_days: int = Field(30, ge=0)
-    close_soon_max_probability: float = Field(0.2, ge=0, le=1)
-    forecast_min_probability: float = Field(0.7, ge=0, le=1)
-    owner_change_days: int = Field(30, ge=1)
-    deal_age_days: int = Field(180, ge=1)
-    deal_age_high_days: int = Field(360, ge=1)
-    large_deal_amount: float = Field(100_000, ge=0)
-    small_deal_amount: float = Field(10_000, ge=0)
-    reference_amount: float = Field(50_000, gt=0)
+
+#: A float threshold: integers are welcome (50000), booleans are not.
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+#: A day count for ``stalled_days_by_*``: a whole number of days, at least one.
+Days = Annotated[int, Field(ge=1, strict=True)]
+
+
+class Thresholds(_Strict):
+    """Every threshold of the signal vocabulary, with the defaults of COACHING.md.
+
+    Integer thresholds are strict: ``true`` or ``2.5`` is rejected, not coerced.
+    """
+
+    close_date_passed_high_days: int = Field(30, ge=0, strict=True)
+    push_count: int = Field(2, ge=1, strict=True)
+    push_count_high: int = Field(3, ge=1, strict=True)
+    stalled_days: int = Field(30, ge=1, strict=True)
+    stalled_days_by_phase: dict[Phase, Days] = Field(default_factory=dict)
+    stalled_days_by_stage: dict[str, Days] = Field(default_factory=dict)
+    stalled_high_factor: Number = Field(2.0, ge=1.0)
+    no_activity_days: int = Field(14, ge=1, strict=True)
+    no_activity_high_days: int = Field(28, ge=1, strict=True)
+    single_threaded_amount: Number = Field(50_000, ge=0)
+    single_threaded_max_contacts: int = Field(1, ge=0, strict=True)
+    economic_buyer_probability: Number = Field(0.5, ge=0, le=1)
+    economic_buyer_high_probability: Number = Field(0.75, ge=0, le=1)
+    amount_decrease_ratio: Number = Field(0.2, gt=0, lt=1)
+    amount_decrease_high_ratio: Number = Field(0.5, gt=0, lt=1)
+    stage_regression_days: int = Field(30, ge=1, strict=True)
+    close_soon_days: int = Field(30, ge=0, strict=True)
+    close_soon_max_probability: Number = Field(0.2, ge=0, le=1)
+    forecast_min_probability: Number = Field(0.7, ge=0, le=1)
+    owner_change_days: int = Field(30, ge=1, strict=True)
+    deal_age_days: int = Field(180, ge=1, strict=True)
+    deal_age_high_days: int = Field(360, ge=1, strict=True)
+    large_deal_amount: Number = Field(100_000, ge=0)
+    small_deal_amount: Number = Field(10_000, ge=0)
+    reference_amount: Number = Field(50_000, gt=0)
 
     @model_validator(mode="after")
     def _high_not_below_base(self) -> Thresholds:
@@ -80,6 +103,10 @@ class Thresholds(_Strict):
             raise ValueError("no_activity_high_days must be at least no_activity_days")
         if self.deal_age_high_days < self.deal_age_days:
             raise ValueError("deal_age_high_days must be at least deal_age_days")
+        if self.amount_decrease_high_ratio < self.amount_decrease_ratio:
+            raise ValueError("amount_decrease_high_ratio must be at least amount_decrease_ratio")
+        if self.small_deal_amount > self.large_deal_amount:
+            raise ValueError("small_deal_amount cannot exceed large_deal_amount")
         return self
 
 
@@ -100,6 +127,11 @@ class Source(_Strict):
         kinds = [k for k in ("field", "contact_roles", "keywords") if getattr(self, k)]
         if len(kinds) != 1:
             raise ValueError("a source needs exactly one of field, contact_roles, keywords")
+        for index, keyword in enumerate(self.keywords or ()):
+            if not keyword.strip():
+                raise ValueError(
+                    f"keywords.{index}: an empty or blank keyword would match every text"
+                )
         return self
 
 
@@ -132,17 +164,21 @@ class Question(_Strict):
 
 
 class PromptSettings(_Strict):
-    max_per_deal: int = Field(5, ge=1, le=20)
-    show_first: int = Field(3, ge=1, le=20)
+    max_per_deal: int = Field(5, ge=1, le=20, strict=True)
+    show_first: int = Field(3, ge=1, le=20, strict=True)
 
 
 class HealthSettings(_Strict):
-    penalty_high: int = Field(25, ge=0, le=100)
-    penalty_medium: int = Field(12, ge=0, le=100)
-    penalty_low: int = Field(5, ge=0, le=100)
-    methodology_penalty_cap: int = Field(30, ge=0, le=100)
-    healthy_min: int = Field(70, ge=1, le=100)
-    at_risk_min: int = Field(40, ge=0, le=99)
+    """The health score: 100 minus penalties, then banded; high signals floor the band."""
+
+    penalty_high: int = Field(25, ge=0, le=100, strict=True)
+    penalty_medium: int = Field(12, ge=0, le=100, strict=True)
+    penalty_low: int = Field(5, ge=0, le=100, strict=True)
+    methodology_penalty_cap: int = Field(50, ge=0, le=100, strict=True)
+    healthy_min: int = Field(70, ge=1, le=100, strict=True)
+    at_risk_min: int = Field(40, ge=0, le=99, strict=True)
+    #: Any high signal makes the band at most ``at_risk``; this many make it ``critical``.
+    high_signals_critical: int = Field(3, ge=1, le=100, strict=True)
 
 
 class Playbook(_Strict):
@@ -208,10 +244,25 @@ class Playbook(_Strict):
 
 
 def _placeholders(text: str, where: str) -> list[str]:
+    """The ``{name}`` placeholders of a question; format specs and conversions
+    (``{days:>9}``, ``{stage!r}``) are rejected: a question is words, not a template
+    language, and a spec such as ``{stage:>99999}`` would blow a prompt up."""
     try:
-        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+        parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise ValueError(f"{where}: bad placeholder in {text!r}: {exc}") from None
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(
+                f"{where}: placeholder {{{shown[:40]}}} has a format spec or conversion; "
+                "use a plain {name}"
+            )
+        names.append(name)
+    return names
 
 
 # ---------------------------------------------------------------- loading
@@ -228,7 +279,7 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
                 else:  # malformed: keep it so validation reports it
                     by_id[id(item)] = item
             merged[key] = list(by_id.values())
-        elif value is None and key in base and isinstance(base, dict) and key != "extends":
+        elif value is None and key in base and key != "extends":
             merged.pop(key)
         elif isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
             merged[key] = _deep_merge(dict(base[key]), value)
@@ -374,6 +425,9 @@ class CompiledPlaybook:
     element_from: Mapping[str, int]
     #: (signal code, or "element:<key>") and phase -> the question to ask.
     question_for: Mapping[tuple[str, str], Question]
+    #: (signal code, or "element:<key>") -> the topic of its questions, when they have one
+    #: (the first question's that does): for a phase-less lookup.
+    target_topics: Mapping[str, str]
 
     @property
     def name(self) -> str:
@@ -382,6 +436,21 @@ class CompiledPlaybook:
     @property
     def version(self) -> int:
         return self.playbook.version
+
+
+def keyword_pattern(words: Sequence[str]) -> re.Pattern[str]:
+    """One pattern matching any of the (lowercased) keywords at the start of a word.
+
+    Prefix matching keeps stems (``struggl`` matches "struggling") while
+    ``losing`` no longer matches "closing", nor ``roi`` "android". A keyword
+    that starts with a non-word character (``%``, ``$``) matches anywhere.
+    """
+    return re.compile(
+        "|".join((r"\b" if _WORD_START.match(word) else "") + re.escape(word) for word in words)
+    )
+
+
+_WORD_START = re.compile(r"\w")
 
 
 def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
@@ -402,7 +471,7 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
             elif source.keywords:
                 words = tuple(k.lower() for k in source.keywords)
                 status = source.status or "ambiguous"
-                pattern = re.compile("|".join(re.escape(word) for word in words))
+                pattern = keyword_pattern(words)
                 sources.append(
                     CompiledSource("keywords", words, tuple(source.in_), status, pattern)
                 )
@@ -456,7 +525,20 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
         },
         element_from={element.key: element.from_index for element in elements},
         question_for=_question_table(by_signal, by_element),
+        target_topics=_target_topics(by_signal, by_element),
     )
+
+
+def _target_topics(
+    by_signal: Mapping[str, list[Question]], by_element: Mapping[str, list[Question]]
+) -> dict[str, str]:
+    topics: dict[str, str] = {}
+    targets = [*by_signal.items(), *((f"element:{k}", v) for k, v in by_element.items())]
+    for target, questions in targets:
+        topic = next((q.topic for q in questions if q.topic), None)
+        if topic is not None:
+            topics[target] = topic
+    return topics
 
 
 def _question_table(
@@ -483,6 +565,7 @@ __all__ = [
     "Playbook",
     "PlaybookError",
     "compile_playbook",
+    "keyword_pattern",
     "load_playbook",
     "load_playbook_text",
     "normalise_role",

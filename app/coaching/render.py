@@ -18,6 +18,8 @@ from app.coaching.results import DealReview, Prompt
 
 #: HubSpot's ``hs_note_body`` holds at most 65,536 characters; stay well below.
 NOTE_MAX_CHARS = 60_000
+#: The plain-text note: Salesforce ``Task.Description`` holds at most 32,000 characters.
+TEXT_NOTE_MAX_CHARS = 32_000
 #: Salesforce ContentNote.Title and Task.Subject hold at most 255 characters.
 TITLE_MAX_CHARS = 255
 #: Any one CRM-supplied string in a note.
@@ -25,8 +27,19 @@ CRM_TEXT_MAX_CHARS = 300
 MARKER_PREFIX = "dealcoach-ref:"
 
 ALLOWED_TAGS = frozenset({"p", "br", "b", "strong", "i", "em", "ul", "ol", "li"})
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028-\u202e\ufeff]")
-_BAND_LABEL = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"}
+#: C0 and C1 controls, zero-width and bidirectional formatting characters (embeddings,
+#: overrides and isolates), line/paragraph separators and the BOM.
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]"
+)
+BAND_LABEL = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"}
+
+
+def standing(review: DealReview) -> str:
+    """How the deal stands in a note's head: "At risk (45/100)", or "Closed won"."""
+    if not review.is_open:
+        return "Closed won" if review.is_won else "Closed lost"
+    return f"{BAND_LABEL[review.health.band]} ({review.health.score}/100)"
 
 
 def clean_text(value: object, limit: int = CRM_TEXT_MAX_CHARS) -> str:
@@ -74,11 +87,9 @@ def _headline(review: DealReview) -> str:
 def render_note_html(review: DealReview, marker: str, audience: str = "manager") -> str:
     """The note as sanitised HTML, capped at :data:`NOTE_MAX_CHARS`."""
     prompts: tuple[Prompt, ...] = review.prompts if audience == "manager" else review.rep_prompts
-    band = _BAND_LABEL[review.health.band]
     heading = "Questions for the deal review" if audience == "manager" else "Self-review"
     parts = [
-        f"<p><strong>dealcoach: {band} ({review.health.score}/100)</strong><br>"
-        f"{_h(_headline(review))}</p>",
+        f"<p><strong>dealcoach: {standing(review)}</strong><br>{_h(_headline(review))}</p>",
         f"<p>{_h(review.summary, 600)}</p>",
     ]
     first = [p for p in prompts if p.shown_first]
@@ -122,28 +133,36 @@ def _prompt_item(prompt: Prompt) -> str:
 def render_note_text(
     review: DealReview, marker: str | None = None, audience: str = "manager"
 ) -> str:
-    """The review as plain text: the Task description, the CLI's text output."""
+    """The review as plain text: the Task description, the CLI's text output.
+
+    The marker is the second line, so however the text is cut it stays; the text
+    is capped at :data:`TEXT_NOTE_MAX_CHARS`, cut at the end of a line.
+    """
     prompts = review.prompts if audience == "manager" else review.rep_prompts
-    band = _BAND_LABEL[review.health.band]
-    lines = [
-        f"{clean_text(review.deal_name, 200)} [{clean_text(review.deal_id, 40)}]",
-        f"  {_headline(review)}",
-        f"  Health: {band} ({review.health.score}/100)",
-        f"  {clean_text(review.summary, 600)}",
-    ]
-    if prompts:
+    lines = [f"{clean_text(review.deal_name, 200)} [{clean_text(review.deal_id, 40)}]"]
+    if marker:
+        lines.append(f"  {MARKER_PREFIX} {clean_text(marker, 80)}")
+    lines.append(f"  {_headline(review)}")
+    lines.append(f"  {standing(review)}" if not review.is_open else f"  Health: {standing(review)}")
+    lines.append(f"  {clean_text(review.summary, 600)}")
+    first = [p for p in prompts if p.shown_first]
+    later = [p for p in prompts if not p.shown_first]
+    if first:
         lines.append(
             "  Questions for the deal review:" if audience == "manager" else "  Self-review:"
         )
-        for index, prompt in enumerate(prompts, start=1):
-            flag = "" if prompt.shown_first else " (more)"
-            lines.append(f"    {index}. {clean_text(prompt.text, 600)}{flag}")
-            lines.append(f"       why: {clean_text(prompt.why)}")
+    for index, prompt in enumerate([*first, *later], start=1):
+        if index == len(first) + 1:
+            lines.append("  Also worth asking:")
+        lines.append(f"    {index}. {clean_text(prompt.text, 600)}")
+        lines.append(f"       why: {clean_text(prompt.why)}")
     if review.signals:
         lines.append("  Signals:")
         for signal in review.signals:
             label = signal.code + (f"[{signal.element}]" if signal.element else "")
             lines.append(f"    - {signal.severity:<6} {label}: {clean_text(signal.message)}")
-    if marker:
-        lines.append(f"  {MARKER_PREFIX} {marker}")
-    return "\n".join(lines)[:NOTE_MAX_CHARS]
+    text = "\n".join(lines)
+    if len(text) > TEXT_NOTE_MAX_CHARS:
+        cut = text.rfind("\n", 0, TEXT_NOTE_MAX_CHARS + 1)
+        text = text[:cut] if cut > 0 else text[:TEXT_NOTE_MAX_CHARS]
+    return text

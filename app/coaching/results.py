@@ -175,6 +175,8 @@ class DealReview:
     rep_prompts: tuple[Prompt, ...]
     methodology: tuple[ElementJudgement, ...]
     summary: str
+    #: Closed and won (always False for an open deal).
+    is_won: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +188,7 @@ class DealReview:
             "close_date": _iso(self.close_date),
             "stage": {"key": self.stage_key, "label": self.stage_label, "phase": self.phase},
             "is_open": self.is_open,
+            "is_won": self.is_won,
             "as_of": _iso(self.as_of),
             "playbook": {"name": self.playbook, "version": self.playbook_version},
             "health": self.health.to_dict(),

@@ -299,7 +299,8 @@ def amount_decreased(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 peak_at = change.at
     if peak <= 0:
         return None
-    drop = (peak - deal.amount) / peak
+    # Capped: a negative amount far below a huge peak would overflow to infinity.
+    drop = min((peak - deal.amount) / peak, 1000.0)
     t = c.thresholds
     if drop < t.amount_decrease_ratio:
         return None

@@ -2,8 +2,8 @@
 
 Reads a CRM-native export (a Salesforce query response or a HubSpot deal
 list), maps each record with the same pure mapping functions the connectors
-use, and reviews it. A record that cannot be mapped is reported and skipped;
-the others are still reviewed.
+use, and reviews it. A record that cannot be mapped (or reviewed) is reported
+and skipped; the others are still reviewed.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise ExportError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ExportError(f"{path}: not valid JSON: nested too deeply") from None
 
 
 def load_stages(provider: Provider, path: Path | None) -> Mapping[str, StageCatalogue]:
@@ -104,7 +108,15 @@ def map_export(
         except MappingError as exc:
             record_id = exc.record_id or f"#{index + 1}"
             errors.append(RecordError(name, record_id, _without_record(str(exc), record_id)))
+        except (ValueError, TypeError, OverflowError) as exc:
+            # A value no mapping rule foresaw: report it, never abort the whole file.
+            errors.append(RecordError(name, f"#{index + 1}", _unexpected(exc)))
     return deals, errors
+
+
+def _unexpected(exc: BaseException) -> str:
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return f"unexpected value: {detail}"
 
 
 def _without_record(message: str, record_id: str) -> str:
@@ -129,5 +141,11 @@ def review_export(
     """
     stages = load_stages(provider, stages_path)
     deals, errors = map_export(provider, path, stages)
-    reviews = tuple(review_deal(deal, playbook, as_of) for deal in deals)
-    return ExportReview(reviews=reviews, errors=tuple(errors))
+    reviews = []
+    for deal in deals:
+        try:
+            reviews.append(review_deal(deal, playbook, as_of))
+        except (ValueError, TypeError, OverflowError) as exc:
+            # e.g. dates at the very edge of the calendar: one deal, not the whole file.
+            errors.append(RecordError(str(path), deal.id, _unexpected(exc)))
+    return ExportReview(reviews=tuple(reviews), errors=tuple(errors))

@@ -101,7 +101,7 @@ def parse_pipelines(payload: object) -> dict[str, StageCatalogue]:
     """
     catalogues: dict[str, StageCatalogue] = {}
     for index, pipeline in enumerate(_results(payload, "pipelines response")):
-        pipeline_id = _text(pipeline.get("id"))
+        pipeline_id = _text(pipeline.get("id"), f"pipelines response: results[{index}].id", None)
         if pipeline_id is None:
             raise MappingError(None, f"pipelines response: results[{index}] has no id")
         if pipeline_id in catalogues:
@@ -117,7 +117,7 @@ def parse_pipelines(payload: object) -> dict[str, StageCatalogue]:
             where = f"pipeline {pipeline_id!r} stage {position}"
             if not isinstance(raw, Mapping):
                 raise MappingError(None, f"{where}: expected an object, got {_kind(raw)}")
-            stage_id = _text(raw.get("id"))
+            stage_id = _text(raw.get("id"), f"{where} id", None)
             if stage_id is None:
                 raise MappingError(None, f"{where}: missing id")
             if stage_id in seen:
@@ -142,7 +142,7 @@ def parse_pipelines(payload: object) -> dict[str, StageCatalogue]:
             is_closed = bool(_boolean(metadata.get("isClosed"), f"{where} metadata.isClosed", None))
             stage = Stage(
                 key=stage_id,
-                label=_text(raw.get("label")) or stage_id,
+                label=_text(raw.get("label"), f"{where} label", None) or stage_id,
                 order=order,
                 probability=probability,
                 is_closed=is_closed,
@@ -163,27 +163,25 @@ def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) ->
     """Map one HubSpot deal object to a :class:`DealSnapshot`.
 
     The ``pipeline`` property picks the catalogue (``"default"`` when absent).
-    Raises :class:`MappingError` for a missing ``id``, ``dealstage`` or creation
-    date, an unknown pipeline or stage, a malformed date or number, or a
-    malformed ``propertiesWithHistory`` / ``associations`` block.
+    Raises :class:`MappingError` for a missing or malformed ``id`` (a string or
+    an integer of digits), a missing ``dealstage`` or creation date, an unknown
+    pipeline or stage, a malformed date or number, a name or id that is not text,
+    or a malformed ``propertiesWithHistory`` / ``associations`` block.
     """
     if not isinstance(obj, Mapping):
         raise MappingError(None, f"expected a deal object, got {_kind(obj)}")
-    rid = _text(obj.get("id"))
-    if rid is None:
-        raise MappingError(None, "missing id")
-    rid = rid.strip()
+    rid = _record_id(obj.get("id"))
     props = obj.get("properties")
     if props is None:
         props = {}
     if not isinstance(props, Mapping):
         raise MappingError(rid, f"properties must be an object, got {_kind(props)}")
 
-    pipeline_id = _text(props.get("pipeline")) or "default"
+    pipeline_id = _text(props.get("pipeline"), "pipeline", rid) or "default"
     catalogue = pipelines.get(pipeline_id)
     if catalogue is None:
         raise MappingError(rid, f"unknown pipeline {pipeline_id!r}")
-    stage_id = _text(props.get("dealstage"))
+    stage_id = _text(props.get("dealstage"), "dealstage", rid)
     if stage_id is None:
         raise MappingError(rid, "missing dealstage")
     stage = catalogue.get(stage_id)
@@ -221,15 +219,15 @@ def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) ->
     contact_count = _count(props.get("num_associated_contacts"), "num_associated_contacts", rid)
     return DealSnapshot(
         id=rid,
-        name=_text(props.get("dealname")) or rid,
+        name=_text(props.get("dealname"), "dealname", rid) or rid,
         stage=stage,
         created_at=created_at,
         amount=_number(props.get("amount"), "amount", rid),
-        currency=_text(props.get("deal_currency_code")),
+        currency=_text(props.get("deal_currency_code"), "deal_currency_code", rid),
         close_date=_date(props.get("closedate"), "closedate", rid),
-        owner_id=_text(props.get("hubspot_owner_id")),
-        next_step=_text(props.get("hs_next_step")),
-        description=_text(props.get("description")),
+        owner_id=_text(props.get("hubspot_owner_id"), "hubspot_owner_id", rid),
+        next_step=_text(props.get("hs_next_step"), "hs_next_step", rid),
+        description=_text(props.get("description"), "description", rid),
         last_activity_at=last_activity_at,
         next_activity_at=_datetime(
             props.get("notes_next_activity_date"), "notes_next_activity_date", rid
@@ -245,6 +243,18 @@ def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) ->
         fields=_custom_properties(props),
         pipeline=pipeline_id,
     )
+
+
+def _record_id(value: object) -> str:
+    """The deal's ``id``: a string or an integer of digits (else :class:`MappingError`)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise MappingError(None, "missing id")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return value
+    shown = _shown(value) if isinstance(value, str) else _kind(value)
+    raise MappingError(None, f"id: expected a HubSpot id (digits), got {shown}")
 
 
 def _history_stage(
@@ -325,17 +335,19 @@ def _contacts(obj: Mapping[str, Any], rid: str) -> tuple[Contact, ...]:
             raise MappingError(rid, f"{where} must be an object, got {_kind(item)}")
         labels: list[str] = []
         if "toObjectId" in item:  # v4
-            contact_id = _text(item.get("toObjectId"))
+            contact_id = _text(item.get("toObjectId"), f"{where}.toObjectId", rid)
             types = item.get("associationTypes") or []
             if not isinstance(types, list):
                 raise MappingError(rid, f"{where}.associationTypes must be a list")
-            for kind in types:
+            for position, kind in enumerate(types):
                 if isinstance(kind, Mapping):
-                    label = _text(kind.get("label"))
+                    label = _text(
+                        kind.get("label"), f"{where}.associationTypes[{position}].label", rid
+                    )
                     if label is not None:
                         labels.append(label)
         else:  # v3: the type names the association kind ("deal_to_contact"), not a role
-            contact_id = _text(item.get("id"))
+            contact_id = _text(item.get("id"), f"{where}.id", rid)
         if contact_id is None:
             raise MappingError(rid, f"{where} has no contact id")
         known = roles.setdefault(contact_id, [])
@@ -400,23 +412,37 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _text(value: object) -> str | None:
-    """A string value, or None when absent or blank."""
+def _shown(value: str) -> str:
+    """A value quoted for an error message, shortened."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def _text(value: object, field: str, rid: str | None) -> str | None:
+    """A string value (a number is taken as its text), or None when absent or blank.
+
+    An object, a list or a boolean is not text: :class:`MappingError` naming ``field``.
+    """
     if value is None:
         return None
-    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        raise MappingError(rid, f"{field}: expected text, got {_kind(value)}")
     return text if text.strip() else None
 
 
 def _text_value(value: object, field: str, rid: str | None) -> str | None:
-    return _text(value)
+    return _text(value, field, rid)
 
 
 def _scalar_text(value: object) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float | str):
-        return _text(value)
+        text = str(value)
+        return text if text.strip() else None
     return None
 
 
@@ -426,14 +452,17 @@ def _number(value: object, field: str, rid: str | None) -> float | None:
     if isinstance(value, bool):
         raise MappingError(rid, f"{field}: expected a number, got {value!r}")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range, e.g. 10**400
+            raise MappingError(rid, f"{field}: number out of range") from None
     elif isinstance(value, str):
         if not value.strip():
             return None
         try:
             number = float(value)
         except ValueError:
-            raise MappingError(rid, f"{field}: not a number: {value!r}") from None
+            raise MappingError(rid, f"{field}: not a number: {_shown(value)}") from None
     else:
         raise MappingError(rid, f"{field}: expected a number, got {_kind(value)}")
     if not math.isfinite(number):
@@ -473,6 +502,8 @@ def _datetime(value: object, field: str, rid: str | None) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**20:  # epoch milliseconds of any datetime have fewer digits
+            raise MappingError(rid, f"{field}: not a date-time: an integer out of range")
         text = str(value)
     elif isinstance(value, str):
         text = value.strip()
@@ -484,11 +515,13 @@ def _datetime(value: object, field: str, rid: str | None) -> datetime | None:
         if _epoch_millis(text) and len(text.lstrip("-")) > 8:
             return _EPOCH + timedelta(milliseconds=int(text))
         parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        # In UTC it may fall outside the years 1-9999 ("9999-12-31T23:00:00-05:00").
+        return parsed.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise MappingError(rid, f"{field}: not a date-time: {value!r}") from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        shown = _shown(value) if isinstance(value, str) else str(value)
+        raise MappingError(rid, f"{field}: not a date-time: {shown}") from None
 
 
 def _date(value: object, field: str, rid: str | None) -> date | None:
@@ -497,9 +530,10 @@ def _date(value: object, field: str, rid: str | None) -> date | None:
         try:
             return date.fromisoformat(value.strip())
         except ValueError:
-            raise MappingError(rid, f"{field}: not a date: {value!r}") from None
+            raise MappingError(rid, f"{field}: not a date: {_shown(value)}") from None
     try:
         moment = _datetime(value, field, rid)
     except MappingError:
-        raise MappingError(rid, f"{field}: not a date: {value!r}") from None
+        shown = _shown(value) if isinstance(value, str) else _kind(value)
+        raise MappingError(rid, f"{field}: not a date: {shown}") from None
     return None if moment is None else moment.date()

@@ -64,6 +64,8 @@ HISTORY_MATCH_WINDOW = timedelta(seconds=5)
 
 # A User id (Opportunity owners are always users): 15 or 18 characters.
 _USER_ID = re.compile(r"005[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?")
+# Any record id: 15 (case-sensitive) or 18 (case-safe) alphanumeric characters.
+_RECORD_ID = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
 
 # OpportunityFieldHistory.Field values the snapshot uses.
 _OWNER_FIELDS = frozenset({"Owner", "OwnerId"})
@@ -90,8 +92,8 @@ def parse_stage_catalogue(payload: object) -> StageCatalogue:
     seen: set[str] = set()
     for index, row in enumerate(rows):
         where = f"OpportunityStage record {index}"
-        api_name = _text(row.get("ApiName"))
-        label = _text(row.get("MasterLabel"))
+        api_name = _text(row.get("ApiName"), f"{where} ApiName", None)
+        label = _text(row.get("MasterLabel"), f"{where} MasterLabel", None)
         key = api_name or label
         if key is None:
             raise MappingError(None, f"{where}: missing ApiName and MasterLabel")
@@ -129,18 +131,16 @@ def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSn
 
     ``stages`` resolves ``StageName`` (by ``ApiName``, then by label); the
     current stage's probability comes from it, not from the record's
-    ``Probability``. Raises :class:`MappingError` for a missing ``Id``,
-    ``StageName`` or ``CreatedDate``, an unknown current stage, a malformed date
-    or number, or a malformed subquery.
+    ``Probability``. Raises :class:`MappingError` for a missing or malformed ``Id``
+    (15 or 18 alphanumeric characters: ids reach SOQL, so they are checked strictly),
+    a missing ``StageName`` or ``CreatedDate``, an unknown current stage, a malformed
+    date or number, a name or id that is not text, or a malformed subquery.
     """
     if not isinstance(record, Mapping):
         raise MappingError(None, f"expected an Opportunity record object, got {_kind(record)}")
-    raw_id = record.get("Id")
-    if not isinstance(raw_id, str) or not raw_id.strip():
-        raise MappingError(None, "missing Id")
-    rid = raw_id.strip()
+    rid = _record_id(record.get("Id"))
 
-    stage_name = _text(record.get("StageName"))
+    stage_name = _text(record.get("StageName"), "StageName", rid)
     if stage_name is None:
         raise MappingError(rid, "missing StageName")
     stage = _find_stage(stages, stage_name)
@@ -160,26 +160,26 @@ def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSn
         raise MappingError(rid, "missing CreatedDate")
 
     owner = record.get("Owner")
-    owner_name = _text(owner.get("Name")) if isinstance(owner, Mapping) else None
+    owner_name = _text(owner.get("Name"), "Owner.Name", rid) if isinstance(owner, Mapping) else None
 
     stage_changes, amount_changes, close_changes = _opportunity_history(record, stages, rid)
     field_stage, field_amount, field_close, owner_changes = _field_history(record, stages, rid)
 
     return DealSnapshot(
         id=rid,
-        name=_text(record.get("Name")) or rid,
+        name=_text(record.get("Name"), "Name", rid) or rid,
         stage=stage,
         created_at=created_at,
         amount=_number(record.get("Amount"), "Amount", rid),
-        currency=_text(record.get("CurrencyIsoCode")),
+        currency=_text(record.get("CurrencyIsoCode"), "CurrencyIsoCode", rid),
         close_date=_date(record.get("CloseDate"), "CloseDate", rid),
-        owner_id=_text(record.get("OwnerId")),
+        owner_id=_text(record.get("OwnerId"), "OwnerId", rid),
         owner_name=owner_name,
-        next_step=_text(record.get("NextStep")),
-        description=_text(record.get("Description")),
+        next_step=_text(record.get("NextStep"), "NextStep", rid),
+        description=_text(record.get("Description"), "Description", rid),
         last_activity_at=_datetime(record.get("LastActivityDate"), "LastActivityDate", rid),
         has_future_activity=bool(_boolean(record.get("HasOpenActivity"), "HasOpenActivity", rid)),
-        forecast_category=_text(record.get("ForecastCategoryName")),
+        forecast_category=_text(record.get("ForecastCategoryName"), "ForecastCategoryName", rid),
         contacts=_contacts(record, rid),
         # Salesforce sends null for an empty subquery; a missing key means not selected.
         contacts_known="OpportunityContactRoles" in record,
@@ -191,6 +191,17 @@ def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSn
         fields=_custom_fields(record),
         pipeline=stages.pipeline,
     )
+
+
+def _record_id(value: object) -> str:
+    """The record's ``Id``, checked strictly (else :class:`MappingError` naming ``Id``)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise MappingError(None, "missing Id")
+    if not isinstance(value, str):
+        raise MappingError(None, f"Id: expected a string, got {_kind(value)}")
+    if not _RECORD_ID.fullmatch(value):
+        raise MappingError(None, f"Id: not a 15- or 18-character Salesforce id: {_shown(value)}")
+    return value
 
 
 def _find_stage(stages: StageCatalogue, name: str) -> Stage | None:
@@ -233,7 +244,7 @@ def _opportunity_history(
         where = f"OpportunityHistories[{index}]"
         # A row that lacks a column (not selected) says nothing about that field.
         if "StageName" in row:
-            name = _text(row.get("StageName"))
+            name = _text(row.get("StageName"), f"{where}.StageName", rid)
             probability = _number(row.get("Probability"), f"{where}.Probability", rid)
             stage_points.append(
                 (at, None if name is None else _history_stage(stages, name, probability))
@@ -264,7 +275,7 @@ def _field_history(
     owner_changes: list[Change[str]] = []
     for index, row in enumerate(rows):
         where = f"Histories[{index}]"
-        field = _text(row.get("Field"))
+        field = _text(row.get("Field"), f"{where}.Field", rid)
         if field not in {"StageName", "Amount", "CloseDate"} and field not in _OWNER_FIELDS:
             continue  # "created", or a field the snapshot does not track
         at = _datetime(row.get("CreatedDate"), f"{where}.CreatedDate", rid)
@@ -272,7 +283,8 @@ def _field_history(
             raise MappingError(rid, f"{where}.CreatedDate is missing")
         old_raw, new_raw = row.get("OldValue"), row.get("NewValue")
         if field == "StageName":
-            old_name, new_name = _text(old_raw), _text(new_raw)
+            old_name = _text(old_raw, f"{where}.OldValue", rid)
+            new_name = _text(new_raw, f"{where}.NewValue", rid)
             stage_changes.append(
                 Change(
                     at=at,
@@ -297,7 +309,8 @@ def _field_history(
                 )
             )
         else:
-            old_owner, new_owner = _text(old_raw), _text(new_raw)
+            old_owner = _text(old_raw, f"{where}.OldValue", rid)
+            new_owner = _text(new_raw, f"{where}.NewValue", rid)
             if not all(v is None or _USER_ID.fullmatch(v) for v in (old_owner, new_owner)):
                 continue  # the row with user names
             owner_changes.append(Change(at=at, old=old_owner, new=new_owner))
@@ -324,7 +337,8 @@ def _contacts(record: Mapping[str, Any], rid: str) -> tuple[Contact, ...]:
     primary: dict[str, bool] = {}
     names: dict[str, str | None] = {}
     for index, row in enumerate(rows):
-        contact_id = _text(row.get("ContactId"))
+        where = f"OpportunityContactRoles[{index}]"
+        contact_id = _text(row.get("ContactId"), f"{where}.ContactId", rid)
         if contact_id is None:
             continue  # a role without a contact says nothing about who is on the deal
         if contact_id not in roles:
@@ -332,16 +346,14 @@ def _contacts(record: Mapping[str, Any], rid: str) -> tuple[Contact, ...]:
             roles[contact_id] = []
             primary[contact_id] = False
             names[contact_id] = None
-        role = _text(row.get("Role"))
+        role = _text(row.get("Role"), f"{where}.Role", rid)
         if role is not None and role not in roles[contact_id]:
             roles[contact_id].append(role)
-        is_primary = _boolean(
-            row.get("IsPrimary"), f"OpportunityContactRoles[{index}].IsPrimary", rid
-        )
+        is_primary = _boolean(row.get("IsPrimary"), f"{where}.IsPrimary", rid)
         primary[contact_id] = primary[contact_id] or bool(is_primary)
         contact = row.get("Contact")
         if isinstance(contact, Mapping) and names[contact_id] is None:
-            names[contact_id] = _text(contact.get("Name"))
+            names[contact_id] = _text(contact.get("Name"), f"{where}.Contact.Name", rid)
     return tuple(
         Contact(id=cid, roles=tuple(roles[cid]), is_primary=primary[cid], name=names[cid])
         for cid in order
@@ -431,11 +443,24 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _text(value: object) -> str | None:
-    """A string value, or None when absent or blank."""
+def _shown(value: str) -> str:
+    """A value quoted for an error message, shortened."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def _text(value: object, field: str, rid: str | None) -> str | None:
+    """A string value (a number is taken as its text), or None when absent or blank.
+
+    An object, a list or a boolean is not text: :class:`MappingError` naming ``field``.
+    """
     if value is None:
         return None
-    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        raise MappingError(rid, f"{field}: expected text, got {_kind(value)}")
     return text if text.strip() else None
 
 
@@ -459,14 +484,17 @@ def _number(value: object, field: str, rid: str | None) -> float | None:
     if isinstance(value, bool):
         raise MappingError(rid, f"{field}: expected a number, got {value!r}")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range, e.g. 10**400
+            raise MappingError(rid, f"{field}: number out of range") from None
     elif isinstance(value, str):
         if not value.strip():
             return None
         try:
             number = float(value)
         except ValueError:
-            raise MappingError(rid, f"{field}: not a number: {value!r}") from None
+            raise MappingError(rid, f"{field}: not a number: {_shown(value)}") from None
     else:
         raise MappingError(rid, f"{field}: expected a number, got {_kind(value)}")
     if not math.isfinite(number):
@@ -491,11 +519,12 @@ def _datetime(value: object, field: str, rid: str | None) -> datetime | None:
         raise MappingError(rid, f"{field}: expected a date-time string, got {_kind(value)}")
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise MappingError(rid, f"{field}: not a date-time: {value!r}") from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        # In UTC it may fall outside the years 1-9999 ("9999-12-31T23:00:00-05:00").
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise MappingError(rid, f"{field}: not a date-time: {_shown(value)}") from None
 
 
 def _date(value: object, field: str, rid: str | None) -> date | None:
@@ -509,8 +538,8 @@ def _date(value: object, field: str, rid: str | None) -> date | None:
         if len(text) == 10:
             return date.fromisoformat(text)
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise MappingError(rid, f"{field}: not a date: {value!r}") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise MappingError(rid, f"{field}: not a date: {_shown(value)}") from None
     return moment.date()

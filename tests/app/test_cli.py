@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,203 @@ def test_given_invalid_settings_then_one_line_error_naming_the_variable(
     finally:
         get_settings.cache_clear()
     assert_one_line_error(code, err, "DEALCOACH_LOG_LEVEL")
+
+
+@pytest.mark.parametrize(
+    "as_of", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00", "2026-02-30"]
+)
+@pytest.mark.parametrize("command", ["review", "agenda"])
+def test_given_an_as_of_outside_the_calendar_in_utc_then_one_line_usage_error(
+    command: str, as_of: str
+) -> None:
+    code, out, err = run(command, *SF, "--as-of", as_of)
+    assert_one_line_error(code, err, "--as-of", as_of)
+    assert out == ""
+
+
+def test_given_an_as_of_in_the_last_quarter_of_9999_then_the_agenda_still_builds() -> None:
+    code, out, err = run("agenda", *SF, *SF_STAGES, "--as-of", "9999-12-15", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["period"] == {"start": "9999-10-01", "end": "9999-12-31"}
+
+
+def test_the_agenda_parses_as_of_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.cli
+
+    calls: list[str | None] = []
+    real = app.cli._parse_as_of
+
+    def counting(value: str | None) -> object:
+        calls.append(value)
+        return real(value)
+
+    monkeypatch.setattr(app.cli, "_parse_as_of", counting)
+    code, _, _ = run("agenda", *SF, *SF_STAGES, "--as-of", AS_OF)
+    assert code == 0
+    assert calls == [AS_OF]
+
+
+# ---------------------------------------------------------------- closed deals, agenda text
+
+
+def test_given_closed_deals_when_reviewed_as_text_then_they_are_counted_apart() -> None:
+    data = review_json(*SF, *SF_STAGES)
+    reviews = data["reviews"]
+    assert isinstance(reviews, list)
+    closed = sum(not r["is_open"] for r in reviews)
+    assert closed == 2
+    assert all(r["health"]["score"] == 100 for r in reviews if not r["is_open"])
+
+    code, out, _ = run("review", *SF, *SF_STAGES, "--as-of", AS_OF)
+
+    assert code == 0
+    last = out.splitlines()[-1]
+    assert last.startswith(f"{len(reviews)} deals reviewed: ")
+    assert last.endswith(f" critical, {closed} closed")
+    assert "  Closed won" in out.splitlines() and "  Closed lost" in out.splitlines()
+    bands = [int(part.split()[0]) for part in last.split(": ", 1)[1].split(", ")]
+    assert sum(bands) == len(reviews)
+
+
+def test_given_the_agenda_as_text_then_bands_read_as_words_not_codes() -> None:
+    code, out, _ = run("agenda", *SF, *SF_STAGES, "--as-of", AS_OF)
+    assert code == 0
+    items = [line for line in out.splitlines() if line[:1].isdigit() and ". " in line]
+    assert items
+    assert all(line.endswith("/100") for line in items)
+    assert any(": At risk " in line or ": Critical " in line for line in items)
+    assert not any("at_risk" in line or "critical " in line for line in items)
+
+
+def test_given_an_owner_without_open_deals_then_the_agenda_says_so() -> None:
+    code, out, _ = run("agenda", *SF, *SF_STAGES, "--as-of", AS_OF, "--owner", "005nobody")
+    assert code == 0
+    assert out.splitlines()[-1] == "No open deals for this owner."
+    assert "healthy" not in out
+
+
+# ---------------------------------------------------------------- injection
+
+
+@pytest.mark.parametrize(
+    "deal_id",
+    ["x-->y", "x--!>y", "--><script>alert(1)</script><!--", "a---b", "a----", "x-", "<!-"],
+)
+def test_given_a_hostile_deal_id_then_the_html_comment_cannot_be_broken_out_of(
+    deal_id: str,
+) -> None:
+    from app.cli import _comment_text
+
+    comment = f"<!-- deal {_comment_text(deal_id)} -->"
+
+    inner = comment[len("<!--") : -len("-->")]
+    assert "--" not in inner and "<" not in inner and ">" not in inner
+
+
+def test_given_a_record_with_a_hostile_id_then_it_is_reported_not_rendered(tmp_path: Path) -> None:
+    export = json.loads((SAMPLES / "salesforce_opportunities.json").read_text("utf-8"))
+    export["records"][0]["Id"] = "--><script>alert(1)</script>"
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+
+    code, out, err = run(
+        "review", "--provider", "salesforce", "--file", str(path), "--format", "html"
+    )
+
+    assert_one_line_error(code, err, "record #1", "Id: not a 15- or 18-character Salesforce id")
+    assert "<script" not in out
+
+
+# ---------------------------------------------------------------- db commands
+
+
+@pytest.fixture
+def db_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    from app.config import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEALCOACH_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DEALCOACH_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_given_an_unknown_revision_then_db_upgrade_and_downgrade_fail_in_one_line(
+    db_env: pytest.MonkeyPatch,
+) -> None:
+    code, out, err = run("db", "upgrade", "--revision", "nope")
+    assert_one_line_error(code, err, "dealcoach: cannot upgrade the database", "'nope'")
+    assert out == ""
+    code, _, err = run("db", "downgrade", "nope")
+    assert_one_line_error(code, err, "dealcoach: cannot downgrade the database", "'nope'")
+
+
+def test_given_an_unreachable_database_then_db_upgrade_fails_in_one_line_without_the_password(
+    db_env: pytest.MonkeyPatch,
+) -> None:
+    db_env.setenv(
+        "DEALCOACH_DATABASE_URL", "postgresql://nobody:s3cret@127.0.0.1:1/none?connect_timeout=2"
+    )
+    code, _, err = run("db", "upgrade")
+    assert_one_line_error(code, err, "cannot upgrade the database", "127.0.0.1")
+    assert "s3cret" not in err
+
+
+def test_given_a_data_dir_that_cannot_be_created_then_db_upgrade_fails_in_one_line(
+    db_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    db_env.setenv("DEALCOACH_DATA_DIR", str(blocker / "data"))
+    code, _, err = run("db", "upgrade")
+    assert_one_line_error(code, err, "cannot upgrade the database", "a-file")
+
+
+def test_given_a_sqlite_path_that_is_a_folder_then_db_upgrade_fails_in_one_line(
+    db_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "data" / "dealcoach.db").mkdir(parents=True)
+    code, _, err = run("db", "upgrade")
+    assert_one_line_error(code, err, "cannot upgrade the database", "unable to open database file")
+
+
+def test_given_an_unknown_driver_then_db_upgrade_fails_in_one_line_naming_the_variable(
+    db_env: pytest.MonkeyPatch,
+) -> None:
+    db_env.setenv("DEALCOACH_DATABASE_URL", "postgresql+asyncpg://u@localhost/db")
+    code, _, err = run("db", "upgrade")
+    assert_one_line_error(code, err, "DEALCOACH_DATABASE_URL", "postgresql+asyncpg")
+
+
+def test_given_a_driver_error_inside_the_migration_then_db_upgrade_fails_in_one_line(
+    db_env: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import NoSuchModuleError
+
+    import app.db
+
+    def broken(settings: object, revision: str) -> None:
+        raise NoSuchModuleError("Can't load plugin: sqlalchemy.dialects:nope")
+
+    db_env.setattr(app.db, "upgrade_database", broken)
+    code, _, err = run("db", "upgrade")
+    assert_one_line_error(code, err, "cannot upgrade the database", "Can't load plugin")
+
+
+def test_given_a_working_database_then_db_upgrade_and_downgrade_still_succeed(
+    db_env: pytest.MonkeyPatch,
+) -> None:
+    code, out, err = run("db", "upgrade")
+    assert code == 0, err
+    assert out.startswith("database at head: sqlite:///")
+    code, out, err = run("db", "downgrade", "base")
+    assert code == 0, err
+
+
+def test_given_a_default_playbook_typo_then_review_fails_in_one_line_naming_the_variable(
+    db_env: pytest.MonkeyPatch,
+) -> None:
+    db_env.setenv("DEALCOACH_DEFAULT_PLAYBOOK", "medpicc")
+    code, _, err = run("review", *SF, "--as-of", AS_OF)
+    assert_one_line_error(code, err, "DEALCOACH_DEFAULT_PLAYBOOK", "medpicc")

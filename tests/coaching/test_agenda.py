@@ -33,7 +33,7 @@ def _pipeline() -> dict[str, DealReview]:
     reviews = {
         # healthy, nothing high: not an exception
         "quiet": _review("quiet"),
-        # healthy (75) but one high signal: an exception
+        # scores 75, but its high signal floors the band at at_risk: an exception
         "commit_early": _review(
             "commit_early",
             stage=PROPOSAL,
@@ -80,8 +80,12 @@ def test_given_healthy_deal_without_high_signal_when_checked_then_it_is_not_an_e
 
     assert reviews["quiet"].health.band == "healthy"
     assert not is_exception(reviews["quiet"])
-    assert reviews["commit_early"].health.band == "healthy"
-    assert is_exception(reviews["commit_early"])  # a high signal makes it one
+    # A high signal makes it one (and, since the severity floor, its band is at_risk).
+    assert (reviews["commit_early"].health.score, reviews["commit_early"].health.band) == (
+        75,
+        "at_risk",
+    )
+    assert is_exception(reviews["commit_early"])
     assert not is_exception(reviews["won"]) and not is_exception(reviews["lost"])
 
 
@@ -177,6 +181,8 @@ def test_given_month_period_when_agenda_built_then_period_is_the_month() -> None
         (date(2025, 2, 28), "month", (date(2025, 2, 1), date(2025, 2, 28))),
         (date(2025, 12, 1), "month", (date(2025, 12, 1), date(2025, 12, 31))),
         (date(2025, 4, 30), "month", (date(2025, 4, 1), date(2025, 4, 30))),
+        (date(9999, 11, 15), "quarter", (date(9999, 10, 1), date(9999, 12, 31))),
+        (date(9999, 12, 31), "month", (date(9999, 12, 1), date(9999, 12, 31))),
     ],
 )
 def test_given_a_day_when_bounded_then_the_quarter_or_month_holding_it(
@@ -205,3 +211,31 @@ def test_given_no_reviews_when_agenda_built_then_it_is_empty() -> None:
 
     assert agenda.items == ()
     assert agenda.integrity.open_deals == 0
+
+
+def test_given_healthy_deal_with_a_passed_close_date_when_checked_then_it_is_an_exception() -> None:
+    passed = _review("passed", close_date=day(-3))
+
+    assert [(s.code, s.severity) for s in passed.signals] == [("close_date_passed", "medium")]
+    assert passed.health.band == "healthy"
+    assert is_exception(passed)
+
+
+def test_given_healthy_deal_with_a_forecast_mismatch_when_checked_then_it_is_an_exception() -> None:
+    # Small and early: the mismatch is scaled down to medium, and the score stays healthy.
+    committed = _review(
+        "committed",
+        amount=5_000.0,
+        stage=QUALIFICATION,
+        stage_history=(Change(days_ago(5), DISCOVERY, QUALIFICATION),),
+        forecast_category="Commit",
+    )
+
+    assert [(s.code, s.severity) for s in committed.signals] == [("forecast_mismatch", "medium")]
+    assert committed.health.band == "healthy"
+    assert is_exception(committed)
+    assert pipeline_agenda([committed], None, AS_OF).items[0].review is committed
+
+
+def test_given_closed_deal_with_a_passed_close_date_when_checked_then_it_is_no_exception() -> None:
+    assert not is_exception(_review("won", stage=CLOSED_WON, close_date=day(-3)))

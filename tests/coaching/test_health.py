@@ -8,7 +8,7 @@ from app.coaching.engine import health_of
 from app.coaching.playbook import compile_playbook, load_playbook_text
 from app.coaching.results import Evidence, Signal
 
-from .factories import NEGOTIATION, day, days_ago, make_deal, playbook, review
+from .factories import CLOSED_LOST, NEGOTIATION, day, days_ago, make_deal, playbook, review
 
 
 def _signals(*severities: str, code: str = "no_recent_activity") -> list[Signal]:
@@ -77,16 +77,16 @@ def test_given_score_at_a_band_boundary_when_scored_then_band_follows_70_and_40(
     assert (health.score, health.band) == (score, band)
 
 
-def test_given_many_methodology_gaps_when_scored_then_their_penalty_is_capped_at_thirty() -> None:
-    gaps = _signals(*["medium"] * 5, code="methodology_gap")
+def test_given_many_methodology_gaps_when_scored_then_their_penalty_is_capped_at_fifty() -> None:
+    gaps = _signals(*["medium"] * 6, code="methodology_gap")
 
     health = health_of([*gaps, *_signals("low")], playbook())
 
-    assert [penalty for _, penalty in health.penalties] == [12, 12, 6, 0, 0, 5]
-    assert health.score == 100 - 30 - 5
+    assert [penalty for _, penalty in health.penalties] == [12, 12, 12, 12, 2, 0, 5]
+    assert health.score == 100 - 50 - 5
 
 
-def test_given_a_deal_with_every_element_missing_when_reviewed_then_gaps_cost_at_most_30() -> None:
+def test_given_a_deal_with_every_element_missing_when_reviewed_then_gaps_cost_at_most_50() -> None:
     deal = make_deal(stage=NEGOTIATION, fields={}, contacts=(), description=None, next_step="x")
 
     result = review(deal)
@@ -94,7 +94,7 @@ def test_given_a_deal_with_every_element_missing_when_reviewed_then_gaps_cost_at
     gap_penalty = sum(p for key, p in result.health.penalties if key.startswith("methodology_gap"))
     gap_count = sum(1 for s in result.signals if s.code == "methodology_gap")
     assert gap_count == 8
-    assert gap_penalty == 30
+    assert gap_penalty == 50
 
 
 def test_given_a_review_when_scored_then_health_matches_its_signals() -> None:
@@ -103,3 +103,109 @@ def test_given_a_review_when_scored_then_health_matches_its_signals() -> None:
     assert [s.severity for s in result.signals] == ["high", "medium"]
     assert (result.health.score, result.health.band) == (63, "at_risk")
     assert result.summary.startswith("At risk (63/100) in Solution: ")
+
+
+# --------------------------------------------------------------- severity floors the band
+
+
+def test_given_default_settings_then_gaps_cap_at_fifty_and_three_highs_are_critical() -> None:
+    settings = playbook().playbook.health
+
+    assert (settings.methodology_penalty_cap, settings.high_signals_critical) == (50, 3)
+
+
+#: High signals cost one point: the score stays healthy, so only the floor can move the band.
+_CHEAP_HIGH = compile_playbook(
+    load_playbook_text("name: cheap\nextends: meddpicc\nhealth:\n  penalty_high: 1\n", "cheap")
+)
+
+
+@pytest.mark.parametrize(
+    ("highs", "band"), [(0, "healthy"), (1, "at_risk"), (2, "at_risk"), (3, "critical")]
+)
+def test_given_high_signals_on_a_healthy_score_when_scored_then_the_band_is_floored(
+    highs: int, band: str
+) -> None:
+    health = health_of(_signals(*["high"] * highs, "low"), _CHEAP_HIGH)
+
+    assert health.score >= 90
+    assert health.band == band
+
+
+def test_given_a_critical_score_and_one_high_signal_when_scored_then_it_stays_critical() -> None:
+    health = health_of(_signals("high", *["medium"] * 4), playbook())
+
+    assert (health.score, health.band) == (27, "critical")
+
+
+def test_given_high_signals_critical_set_to_two_when_two_highs_then_critical() -> None:
+    two = compile_playbook(
+        load_playbook_text(
+            "name: two\nextends: meddpicc\nhealth:\n  penalty_high: 1\n"
+            "  high_signals_critical: 2\n",
+            "two",
+        )
+    )
+
+    assert health_of(_signals("high", "high"), two).band == "critical"
+    assert health_of(_signals("high"), two).band == "at_risk"
+
+
+def _economic_buyer_signals(no_buyer: str, gap: str) -> list[Signal]:
+    return [
+        *_signals(no_buyer, code="no_economic_buyer"),
+        Signal(
+            code="methodology_gap",
+            severity=gap,  # type: ignore[arg-type]
+            message="m",
+            evidence=(Evidence("f", "v"),),
+            element="economic_buyer",
+        ),
+    ]
+
+
+def test_given_signals_whose_questions_share_a_topic_when_scored_then_the_larger_counts_once() -> (
+    None
+):
+    health = health_of(_economic_buyer_signals("medium", "high"), playbook(), "negotiate")
+
+    assert health.penalties == (("no_economic_buyer", 0), ("methodology_gap:economic_buyer", 25))
+    assert health.score == 75
+
+
+def test_given_equal_penalties_sharing_a_topic_when_scored_then_the_non_gap_signal_keeps_it() -> (
+    None
+):
+    health = health_of(_economic_buyer_signals("high", "high"), playbook())
+
+    assert health.penalties == (("no_economic_buyer", 25), ("methodology_gap:economic_buyer", 0))
+
+
+def test_given_two_high_signals_sharing_a_topic_when_counted_then_they_count_once() -> None:
+    two = compile_playbook(
+        load_playbook_text(
+            "name: two\nextends: meddpicc\nhealth:\n  high_signals_critical: 2\n", "two"
+        )
+    )
+
+    health = health_of(_economic_buyer_signals("high", "high"), two)
+
+    assert (health.score, health.band) == (75, "at_risk")
+
+
+def test_given_a_late_deal_without_economic_buyer_when_reviewed_then_the_buyer_costs_once() -> None:
+    deal = make_deal(stage=NEGOTIATION, contacts=(), fields={}, description=None, next_step="x")
+
+    result = review(deal)
+
+    penalties = dict(result.health.penalties)
+    buyer = [penalties["no_economic_buyer"], penalties["methodology_gap:economic_buyer"]]
+    assert sorted(buyer) == [0, 25]
+
+
+def test_given_a_closed_deal_when_reviewed_then_its_json_keeps_a_full_health() -> None:
+    result = review(make_deal(stage=CLOSED_LOST, close_date=day(-90), next_step=None))
+
+    data = result.to_dict()
+    assert data["health"]["score"] == 100
+    assert (data["is_open"], data["is_won"]) == (False, False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.coaching.engine import phase_for
-from app.coaching.playbook import compile_playbook, load_playbook_text
+from app.coaching.playbook import compile_playbook, keyword_pattern, load_playbook_text
 from app.coaching.results import ElementJudgement
 from app.coaching.snapshot import Contact, Stage
 
@@ -331,3 +331,49 @@ def test_given_explicit_stage_phases_when_phased_then_the_mapping_wins() -> None
     deal = make_deal(stage=DISCOVERY, stage_history=(), fields={}, contacts=())
     assert review(deal, custom).phase == "negotiate"
     assert "methodology_gap:paper_process" in codes(review(deal, custom))
+
+
+# --------------------------------------------------------------- keywords match at word starts
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text", "matches"),
+    [
+        pytest.param("struggl", "they are struggling with month-end", True, id="stem-prefix"),
+        pytest.param("losing", "closing next week", False, id="losing-not-closing"),
+        pytest.param("losing", "they are losing customers", True, id="losing"),
+        pytest.param("board", "onboarding call", False, id="board-not-onboarding"),
+        pytest.param("board", "new dashboard", False, id="board-not-dashboard"),
+        pytest.param("board", "board meeting on friday", True, id="board"),
+        pytest.param("roi", "android app", False, id="roi-not-android"),
+        pytest.param("roi", "agree the roi model", True, id="roi"),
+        pytest.param("roi", "(roi) model", True, id="after-punctuation"),
+        pytest.param("sign-off", "cfo sign-off friday", True, id="hyphenated"),
+        pytest.param("vp ", "vpn rollout", False, id="vp-space-not-vpn"),
+        pytest.param("vp ", "the vp of finance", True, id="vp-space"),
+        pytest.param("%", "cut scrap 20%", True, id="non-word-start-matches-anywhere"),
+    ],
+)
+def test_given_a_keyword_when_matched_then_only_at_the_start_of_a_word(
+    keyword: str, text: str, matches: bool
+) -> None:
+    assert (keyword_pattern([keyword]).search(text) is not None) is matches
+
+
+def test_given_a_next_step_about_closing_when_judged_then_losing_does_not_find_pain() -> None:
+    judged = _judgement(
+        {"fields": _without("Identify_Pain__c"), "next_step": "Closing call", "description": None},
+        "identify_pain",
+    )
+
+    assert judged.status == "absent"
+
+
+def test_given_a_vpn_project_when_judged_with_bant_then_it_is_no_authority() -> None:
+    judged = _judgement(
+        {"fields": {}, "contacts": (), "next_step": "VPN rollout plan", "description": None},
+        "authority",
+        "bant",
+    )
+
+    assert judged.status == "absent"

@@ -383,3 +383,118 @@ def test_given_an_open_stage_mapped_to_closed_then_the_playbook_is_rejected() ->
         load_playbook_text(
             "name: x\nextends: meddpicc\nstage_phases:\n  Verbal: closed\n", "x.yaml"
         )
+
+
+# --------------------------------------------------------------- placeholders, keywords, types
+
+
+def _question(manager: str) -> str:
+    return (
+        "name: x\nextends: meddpicc\nquestions:\n  - id: deal_aging.why_now\n"
+        f"    signal: deal_aging\n    manager: '{manager}'\n    rep: 'Why?'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "placeholder", ["{stage:d}", "{stage!r}", "{stage:>9999}", "{days:{days}}", "{days!s:>3}"]
+)
+def test_given_a_placeholder_with_a_format_spec_or_conversion_then_rejected_naming_the_question(
+    placeholder: str,
+) -> None:
+    with pytest.raises(PlaybookError) as caught:
+        load_playbook_text(_question(f"{placeholder} days?"), "custom.yaml")
+
+    message = str(caught.value)
+    assert "(deal_aging.why_now)" in message
+    assert "use a plain {name}" in message
+
+
+def test_given_plain_placeholders_and_escaped_braces_then_the_question_is_accepted() -> None:
+    loaded = load_playbook_text(_question("{days} days in {stage} {{sic}}?"), "custom.yaml")
+
+    assert any(q.manager.startswith("{days} days") for q in loaded.questions)
+
+
+@pytest.mark.parametrize("keyword", ['""', '"   "', '"\\t"'], ids=["empty", "spaces", "tab"])
+def test_given_an_empty_or_blank_keyword_then_the_playbook_is_rejected(keyword: str) -> None:
+    text = (
+        "name: x\nextends: meddpicc\nelements:\n  metrics:\n    sources:\n"
+        f"      - keywords: [roi, {keyword}]\n"
+    )
+    with pytest.raises(PlaybookError) as caught:
+        load_playbook_text(text, "custom.yaml")
+
+    message = str(caught.value)
+    assert "elements.metrics.sources.0" in message and "keywords.1" in message
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "names"),
+    [
+        pytest.param(
+            "amount_decrease_ratio: 0.4\n  amount_decrease_high_ratio: 0.3",
+            ["amount_decrease_high_ratio must be at least amount_decrease_ratio"],
+            id="decrease-high-below-base",
+        ),
+        pytest.param(
+            "small_deal_amount: 200000\n  large_deal_amount: 100000",
+            ["small_deal_amount cannot exceed large_deal_amount"],
+            id="small-above-large",
+        ),
+        pytest.param("no_activity_days: true", ["thresholds.no_activity_days"], id="bool-int"),
+        pytest.param("no_activity_days: 2.5", ["thresholds.no_activity_days"], id="fraction-int"),
+        pytest.param("deal_age_days: '200'", ["thresholds.deal_age_days"], id="string-int"),
+        pytest.param(
+            "single_threaded_amount: yes", ["thresholds.single_threaded_amount", "boolean"],
+            id="bool-float",
+        ),
+        pytest.param(
+            "stalled_days_by_phase: {negotiate: true}",
+            ["thresholds.stalled_days_by_phase.negotiate"],
+            id="bool-in-a-mapping",
+        ),
+        pytest.param(
+            "stalled_days_by_stage: {Verbal: 0}",
+            ["thresholds.stalled_days_by_stage.Verbal"],
+            id="zero-days-for-a-stage",
+        ),
+    ],
+)  # fmt: skip
+def test_given_inconsistent_or_mistyped_thresholds_then_the_playbook_is_rejected(
+    thresholds: str, names: list[str]
+) -> None:
+    with pytest.raises(PlaybookError) as caught:
+        load_playbook_text(f"name: x\nextends: meddpicc\nthresholds:\n  {thresholds}\n", "c.yaml")
+
+    for name in names:
+        assert name in str(caught.value)
+
+
+def test_given_whole_numbers_for_amount_thresholds_then_they_are_accepted() -> None:
+    loaded = load_playbook_text(
+        "name: x\nextends: meddpicc\nthresholds:\n  single_threaded_amount: 25000\n"
+        "  stalled_high_factor: 3\n",
+        "c.yaml",
+    )
+
+    assert loaded.thresholds.single_threaded_amount == 25_000.0
+    assert loaded.thresholds.stalled_high_factor == 3.0
+
+
+@pytest.mark.parametrize("value", ["0", "true", "2.5"])
+def test_given_a_bad_high_signals_critical_then_the_playbook_is_rejected(value: str) -> None:
+    with pytest.raises(PlaybookError, match=r"health\.high_signals_critical"):
+        load_playbook_text(
+            f"name: x\nextends: meddpicc\nhealth:\n  high_signals_critical: {value}\n", "c.yaml"
+        )
+
+
+def test_the_deal_aging_question_asks_about_momentum_not_the_pain_question_again() -> None:
+    loaded = load_playbook("meddpicc")
+    aging = next(q for q in loaded.questions if q.signal == "deal_aging")
+    pain = next(q for q in loaded.questions if q.element == "identify_pain")
+
+    assert "What has changed on the customer's side" in " ".join(aging.manager.split())
+    assert "keep evaluating" in aging.manager and "keep evaluating" in aging.rep
+    assert "do nothing" not in aging.manager and "do nothing" not in aging.rep
+    assert " ".join(aging.manager.split()) != " ".join(pain.manager.split())

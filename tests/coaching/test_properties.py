@@ -54,14 +54,19 @@ def test_any_review_keeps_its_invariants(
 
     assert all(signal.evidence for signal in result.signals)
     assert 0 <= result.health.score <= 100
-    expected_band = (
+    score_band = (
         "healthy"
         if result.health.score >= health.healthy_min
         else "at_risk"
         if result.health.score >= health.at_risk_min
         else "critical"
     )
-    assert result.health.band == expected_band
+    rank = {"healthy": 0, "at_risk": 1, "critical": 2}
+    highs = sum(signal.severity == "high" for signal in result.signals)
+    if highs == 0:
+        assert result.health.band == score_band
+    else:  # a high signal floors the band: never better than at_risk, never above the score's
+        assert rank[result.health.band] >= max(rank[score_band], 1)
     assert len(result.prompts) == len(result.rep_prompts) <= settings_.max_per_deal
     assert sum(p.shown_first for p in result.prompts) <= settings_.show_first
     assert [p.question_id for p in result.prompts] == [p.question_id for p in result.rep_prompts]

@@ -14,6 +14,7 @@ from app.coaching.render import (
     ALLOWED_TAGS,
     MARKER_PREFIX,
     NOTE_MAX_CHARS,
+    TEXT_NOTE_MAX_CHARS,
     clean_text,
     note_marker,
     note_title,
@@ -23,7 +24,17 @@ from app.coaching.render import (
 from app.coaching.results import DealReview
 from app.coaching.snapshot import Contact, Stage
 
-from .factories import AS_OF, CHAMPION, MEDDPICC_FIELDS, day, days_ago, make_deal, review
+from .factories import (
+    AS_OF,
+    CHAMPION,
+    CLOSED_LOST,
+    CLOSED_WON,
+    MEDDPICC_FIELDS,
+    day,
+    days_ago,
+    make_deal,
+    review,
+)
 
 HOSTILE = (
     "<script>alert(1)</script>",
@@ -259,10 +270,18 @@ def test_given_a_review_when_rendered_as_text_then_it_lists_prompts_signals_and_
 
     lines = text.splitlines()
     assert lines[0] == "Acme finance platform [006A]"
-    assert "  Questions for the deal review:" in lines
-    assert sum(line.endswith("(more)") for line in lines) == len(result.prompts) - 3
+    assert lines[1] == f"  {MARKER_PREFIX} dc1-abc"  # near the top: no cut drops it
+    assert len(result.prompts) > 3
+    questions = lines.index("  Questions for the deal review:")
+    more = lines.index("  Also worth asking:")
+    assert [line[:7] for line in lines[questions + 1 : more : 2]] == [
+        "    1. ",
+        "    2. ",
+        "    3. ",
+    ]
+    assert lines[more + 1].startswith("    4. ")
+    assert not any("(more)" in line for line in lines)
     assert "    - low    methodology_gap[metrics]: Metrics is ambiguous at Solution" in lines
-    assert lines[-1] == f"  {MARKER_PREFIX} dc1-abc"
 
 
 def test_given_a_note_over_the_cap_when_rendered_then_it_is_cut_but_keeps_its_marker(
@@ -279,3 +298,55 @@ def test_given_a_note_over_the_cap_when_rendered_then_it_is_cut_but_keeps_its_ma
     assert cut.endswith("</em></p>")
     assert marker in cut
     assert_safe_html(cut)
+
+
+# --------------------------------------------------------------- closed deals, caps, controls
+
+
+@pytest.mark.parametrize(
+    ("stage", "label"), [(CLOSED_WON, "Closed won"), (CLOSED_LOST, "Closed lost")]
+)
+def test_given_a_closed_deal_when_rendered_then_the_notes_say_how_it_closed_not_its_health(
+    stage: Stage, label: str
+) -> None:
+    result = review(make_deal(stage=stage, close_date=day(-30)))
+
+    text = render_note_text(result, "dc1-abc")
+    document = render_note_html(result, "dc1-abc")
+
+    assert text.splitlines()[3] == f"  {label}"
+    assert "Health:" not in text and "/100" not in text
+    assert f"<strong>dealcoach: {label}</strong>" in document
+    assert "/100" not in document
+
+
+def test_the_text_note_is_capped_at_salesforce_task_description_length() -> None:
+    assert TEXT_NOTE_MAX_CHARS == 32_000
+
+
+def test_given_a_text_note_over_the_cap_when_rendered_then_it_is_cut_at_a_line_end_with_marker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.coaching import render
+
+    result = _steady_review(close_date=day(-3))
+    full = render.render_note_text(result, "dc1-abc")
+    cap = len(full) // 2
+    monkeypatch.setattr(render, "TEXT_NOTE_MAX_CHARS", cap)
+
+    cut = render.render_note_text(result, "dc1-abc")
+
+    assert len(cut) <= cap
+    assert full.startswith(cut + "\n")  # whole lines only
+    assert cut.splitlines()[1] == f"  {MARKER_PREFIX} dc1-abc"
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    ["\u2066", "\u2067", "\u2068", "\u2069", "\u202e", "\x80", "\x85", "\x9b", "\x9f"],
+    ids=lambda ch: f"U+{ord(ch):04X}",
+)
+def test_given_bidi_isolates_and_c1_controls_when_cleaned_then_they_are_removed(
+    hidden: str,
+) -> None:
+    assert clean_text(f"Acme{hidden} deal{hidden}") == "Acme deal"

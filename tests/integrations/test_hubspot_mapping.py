@@ -788,3 +788,78 @@ def test_given_an_empty_contacts_association_then_contacts_are_known() -> None:
         "associations": {"contacts": {"results": []}},
     }
     assert map_deal(obj, PIPELINES).contacts_known is True
+
+
+# --------------------------------------------------------------- out-of-range values, strict ids
+
+
+@pytest.mark.parametrize(
+    ("properties", "field"),
+    [
+        pytest.param({"amount": 10**400}, "amount", id="huge-integer-amount"),
+        pytest.param({"closedate": "9999-12-31T23:00:00-05:00"}, "closedate", id="close-date"),
+        pytest.param({"createdate": "9999-12-31T23:00:00-05:00"}, "createdate", id="created"),
+        pytest.param({"createdate": 10**25}, "createdate", id="huge-epoch-integer"),
+        pytest.param({"createdate": "9" * 30}, "createdate", id="huge-epoch-string"),
+        pytest.param(
+            {"notes_last_contacted": "0001-01-01T00:00:00+05:00"},
+            "notes_last_contacted",
+            id="before-year-1",
+        ),
+    ],
+)
+def test_given_a_value_beyond_the_range_of_floats_or_dates_then_a_mapping_error_names_the_field(
+    properties: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(MappingError) as raised:
+        map_deal(deal(properties), PIPELINES)
+
+    assert raised.value.record_id == DEAL_ID
+    assert raised.value.message.startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("raw", "mapped"), [("18765432137", "18765432137"), (18765432137, "18765432137")]
+)
+def test_given_an_id_of_digits_as_a_string_or_an_integer_then_it_is_accepted(
+    raw: Any, mapped: str
+) -> None:
+    assert map_deal(deal(id=raw), PIPELINES).id == mapped
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["abc", "123a", " 123", "-5", "١٢٣", -5, 1.5, True, [123], {"id": "123"}, "1' OR '1"],
+)
+def test_given_an_id_that_is_not_digits_then_a_mapping_error_names_id(bad: Any) -> None:
+    with pytest.raises(MappingError) as raised:
+        map_deal(deal(id=bad), PIPELINES)
+
+    assert raised.value.record_id is None
+    assert raised.value.message.startswith("id: ")
+
+
+@pytest.mark.parametrize(
+    ("properties", "field"),
+    [
+        ({"dealname": {"en": "Acme"}}, "dealname"),
+        ({"dealstage": ["qualifiedtobuy"]}, "dealstage"),
+        ({"hubspot_owner_id": {"id": 1}}, "hubspot_owner_id"),
+        ({"pipeline": ["default"]}, "pipeline"),
+        ({"description": False}, "description"),
+    ],
+)
+def test_given_a_name_or_id_that_is_not_text_then_a_mapping_error_names_the_field(
+    properties: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(MappingError) as raised:
+        map_deal(deal(properties), PIPELINES)
+
+    assert raised.value.message.startswith(f"{field}: expected text, got ")
+
+
+def test_given_a_contact_id_that_is_an_object_then_a_mapping_error_names_it() -> None:
+    obj = deal(associations={"contacts": {"results": [{"toObjectId": {"id": 1}}]}})
+
+    with pytest.raises(MappingError, match=r"associations\.contacts\.results\[0\]\.toObjectId"):
+        map_deal(obj, PIPELINES)

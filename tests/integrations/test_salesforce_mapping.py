@@ -800,3 +800,91 @@ def test_given_a_null_contact_role_subquery_then_contacts_are_known_to_be_none()
     deal = map_opportunity(record, DEFAULT_STAGES)
     assert deal.contacts_known is True
     assert deal.contacts == ()
+
+
+# --------------------------------------------------------------- out-of-range values, strict ids
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        pytest.param({"Amount": 10**400}, "Amount", id="huge-integer-amount"),
+        pytest.param({"CreatedDate": "9999-12-31T23:00:00-05:00"}, "CreatedDate", id="created"),
+        pytest.param({"CloseDate": "9999-12-31T23:00:00-05:00"}, "CloseDate", id="close-date"),
+        pytest.param({"CloseDate": "0001-01-01T00:00:00+05:00"}, "CloseDate", id="before-year-1"),
+        pytest.param(
+            {"LastStageChangeDate": "9999-12-31T23:00:00-05:00"}, "LastStageChangeDate", id="stage"
+        ),
+        pytest.param(
+            {"OpportunityHistories": query(opp_history("Prospecting", 10**400, "2026-12-01", 10,
+                                                       "2026-07-14T10:00:00.000+0000"))},
+            "OpportunityHistories[0].Amount",
+            id="huge-integer-in-history",
+        ),
+    ],
+)  # fmt: skip
+def test_given_a_value_beyond_the_range_of_floats_or_dates_then_a_mapping_error_names_the_field(
+    overrides: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(MappingError) as raised:
+        map_opportunity(opportunity(**overrides), DEFAULT_STAGES)
+
+    assert raised.value.record_id == OPP_ID
+    assert raised.value.message.startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "006Hn00000Lm30",  # 14
+        "006Hn00000Lm301AA",  # 17
+        "006Hn00000Lm301AAQX",  # 19
+        "006Hn00000Lm301AA!",
+        "006' OR Id != '",
+        " 006Hn00000Lm301AAQ",
+        "006Hn00000Lm301ÄAQ",
+        "bad--><script>",
+        123456789012345,
+        True,
+        ["006Hn00000Lm301AAQ"],
+        {"Id": "006Hn00000Lm301AAQ"},
+    ],
+)
+def test_given_an_id_that_is_not_15_or_18_alphanumerics_then_a_mapping_error_names_id(
+    bad: Any,
+) -> None:
+    with pytest.raises(MappingError) as raised:
+        map_opportunity(opportunity(Id=bad), DEFAULT_STAGES)
+
+    assert raised.value.record_id is None
+    assert raised.value.message.startswith("Id: ")
+
+
+def test_given_a_15_character_id_then_it_is_accepted_as_is() -> None:
+    assert (
+        map_opportunity(opportunity(Id="006Hn00000Lm301"), DEFAULT_STAGES).id == "006Hn00000Lm301"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"Name": {"first": "Acme"}}, "Name"),
+        ({"Name": ["Acme"]}, "Name"),
+        ({"StageName": {"value": "Prospecting"}}, "StageName"),
+        ({"OwnerId": ["005Hn00000AbcdeAAA"]}, "OwnerId"),
+        ({"NextStep": True}, "NextStep"),
+        (
+            {"OpportunityContactRoles": query(contact_role("003x", {"r": 1}, False, None))},  # type: ignore[arg-type]
+            "OpportunityContactRoles[0].Role",
+        ),
+    ],
+)
+def test_given_a_name_or_id_that_is_not_text_then_a_mapping_error_names_the_field(
+    overrides: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(MappingError) as raised:
+        map_opportunity(opportunity(**overrides), DEFAULT_STAGES)
+
+    assert raised.value.message.startswith(f"{field}: expected text, got ")
+    assert "{" not in raised.value.message and "[" not in raised.value.message.split(": ", 1)[1]
