@@ -8,7 +8,7 @@ from enum import StrEnum
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, StrEnumType, UTCDateTime, enum_check, new_id, utcnow
+from app.db import Base, JSONType, StrEnumType, UTCDateTime, enum_check, new_id, utcnow
 
 
 class ApiKeyScope(StrEnum):
@@ -33,3 +33,11 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    connection_ids: Mapped[list[str] | None] = mapped_column(JSONType)
+    """The connections this key may see; None: every connection."""
+
+    def can_see(self, connection_id: str | None) -> bool:
+        """Whether objects of ``connection_id`` are visible to this key."""
+        if self.connection_ids is None:
+            return True
+        return connection_id is not None and connection_id in self.connection_ids

@@ -1,0 +1,1 @@
+"""Tests of secrets at rest, instance URL validation and API keys."""
