@@ -1,0 +1,1 @@
+"""The provider contract suite (``suite.py``) and its runs on each provider."""
