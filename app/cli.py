@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from collections import Counter
 from datetime import UTC, datetime
@@ -32,22 +33,161 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Apply the migrations up to REVISION (creates the SQLite file if needed)."""
-    from app.db import upgrade_database
-
-    settings = exit_on_invalid_settings()
-    upgrade_database(settings, revision)
-    click.echo(f"database at {revision}: {settings.safe_database_url}")
+    _migrate("upgrade", revision)
 
 
 @db.command("downgrade")
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Revert the migrations down to REVISION (``base`` removes every table)."""
-    from app.db import downgrade_database
+    _migrate("downgrade", revision)
+
+
+def _migrate(direction: str, revision: str) -> None:
+    """Run the migrations; a database, driver, file-system or revision problem is one
+    line ``dealcoach: ...`` and exit status 2, never a traceback."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from app.db import MigrationError, downgrade_database, upgrade_database
 
     settings = exit_on_invalid_settings()
-    downgrade_database(settings, revision)
+    run = upgrade_database if direction == "upgrade" else downgrade_database
+    try:
+        run(settings, revision)
+    except (SQLAlchemyError, CommandError, MigrationError, OSError, ImportError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        detail = " ".join(str(cause).split())[:300] or type(cause).__name__
+        _fail(f"cannot {direction} the database at {settings.safe_database_url}: {detail}")
     click.echo(f"database at {revision}: {settings.safe_database_url}")
+
+
+# --- API keys and encryption keys ----------------------------------------------------------
+
+
+@main.group()
+def apikey() -> None:
+    """API keys for the admin API and the in-CRM cards."""
+
+
+@apikey.command("create")
+@click.option("--name", required=True, help="What the key is for (shown in lists).")
+@click.option(
+    "--scope",
+    type=click.Choice(["admin", "read"]),
+    required=True,
+    help="admin: the whole admin API; read: read-only (the in-CRM cards).",
+)
+def apikey_create(name: str, scope: str) -> None:
+    """Create an API key and print it once, alone on the last line."""
+    from app.admin.keys import create_api_key
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            try:
+                key, plaintext = create_api_key(session, name, scope)
+            except ValueError as exc:
+                _fail(str(exc))
+    finally:
+        engine.dispose()
+    click.echo(
+        f"created {key.scope.value} API key {key.prefix} (id {key.id}, name {key.name!r}); "
+        "it is shown only once, store it now:"
+    )
+    click.echo(plaintext)
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """List the API keys (id, prefix, scope, dates, name; never a secret)."""
+    from app.admin.keys import list_api_keys
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            rows = list_api_keys(session)
+    finally:
+        engine.dispose()
+
+    def when(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+    lines = ["ID\tPREFIX\tSCOPE\tCREATED\tLAST_USED\tREVOKED\tNAME"]
+    for key in rows:
+        lines.append(
+            f"{key.id}\t{key.prefix}\t{key.scope.value}\t{when(key.created_at)}\t"
+            f"{when(key.last_used_at)}\t{when(key.revoked_at)}\t{key.name}"
+        )
+    click.echo("\n".join(lines))
+
+
+@apikey.command("revoke")
+@click.argument("key_id_or_prefix")
+def apikey_revoke(key_id_or_prefix: str) -> None:
+    """Revoke an API key, named by its id or its prefix."""
+    from app.admin.keys import find_api_key, revoke_api_key
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            found = find_api_key(session, key_id_or_prefix)
+            if found is None:
+                _fail("no API key with that id or prefix")
+            already = found.revoked_at is not None
+            key = revoke_api_key(session, found.id)
+    finally:
+        engine.dispose()
+    state = "was already revoked" if already else "revoked"
+    click.echo(f"API key {key.prefix} (id {key.id}, name {key.name!r}) {state}")
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys for secrets at rest (DEALCOACH_SECRET_KEYS)."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new Fernet key (put it first in DEALCOACH_SECRET_KEYS)."""
+    from app.security.crypto import generate_key
+
+    click.echo(generate_key())
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored secret with the newest key (the first in DEALCOACH_SECRET_KEYS)."""
+    from app.db import create_engine_for, make_session_factory, session_scope
+    from app.security.crypto import (
+        SecretBox,
+        SecretDecryptError,
+        SecretKeyInvalid,
+        SecretKeysMissing,
+        rotate_secrets,
+    )
+
+    settings = exit_on_invalid_settings()
+    try:
+        box = SecretBox.from_settings(settings)
+    except (SecretKeysMissing, SecretKeyInvalid) as exc:
+        _fail(str(exc))
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            try:
+                count = rotate_secrets(session, box)
+            except SecretDecryptError as exc:
+                _fail(str(exc))
+    finally:
+        engine.dispose()
+    click.echo(f"{count} secrets re-encrypted with the newest key")
 
 
 def _parse_as_of(value: str | None) -> datetime:
@@ -56,14 +196,15 @@ def _parse_as_of(value: str | None) -> datetime:
         return datetime.now(UTC)
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 date or datetime (e.g. 2026-11-20T09:00:00Z)",
-            param_hint="--as-of",
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        # In UTC it may leave the calendar ("9999-12-31T23:59:59-05:00").
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        _fail(
+            f"--as-of: {value[:60]!r} is not an ISO 8601 date or datetime within years 1-9999 "
+            "in UTC (e.g. 2026-11-20T09:00:00Z)"
+        )
 
 
 def _compiled_playbook(name_or_path: str | None) -> CompiledPlaybook:
@@ -74,6 +215,11 @@ def _compiled_playbook(name_or_path: str | None) -> CompiledPlaybook:
         return compile_playbook(load_playbook(chosen))
     except PlaybookError as exc:
         _fail(str(exc))
+
+
+def _comment_text(value: str) -> str:
+    """``value`` made safe inside an HTML comment: escaped, and no ``--`` to end it."""
+    return html.escape(value).replace("--", "&#45;&#45;")
 
 
 def _fail(message: str) -> NoReturn:
@@ -110,11 +256,10 @@ _AS_OF = click.option(
 
 
 def _run_export_review(
-    provider: str, file: Path, stages: Path | None, playbook: str | None, as_of: str | None
+    provider: str, file: Path, stages: Path | None, playbook: str | None, moment: datetime
 ) -> ExportReview:
     from app.reviews.offline import ExportError, review_export
 
-    moment = _parse_as_of(as_of)
     compiled = _compiled_playbook(playbook)
     try:
         result = review_export(provider, file, compiled, moment, stages)  # type: ignore[arg-type]
@@ -154,7 +299,7 @@ def review(
     from app.coaching.engine import review_fingerprint
     from app.coaching.render import note_marker, render_note_html, render_note_text
 
-    result = _run_export_review(provider, file, stages, playbook, as_of)
+    result = _run_export_review(provider, file, stages, playbook, _parse_as_of(as_of))
     if output_format == "json":
         payload = {
             "reviews": [item.to_dict() for item in result.reviews],
@@ -166,14 +311,18 @@ def review(
         for item in result.reviews:
             marker = note_marker(None, item.deal_id, review_fingerprint(item))
             if output_format == "html":
-                blocks.append(f"<!-- deal {item.deal_id} -->\n{render_note_html(item, marker)}")
+                comment = f"<!-- deal {_comment_text(item.deal_id)} -->"
+                blocks.append(f"{comment}\n{render_note_html(item, marker)}")
             else:
                 blocks.append(render_note_text(item, marker))
         if output_format == "text":
-            bands = Counter(item.health.band for item in result.reviews)
+            bands = Counter(
+                item.health.band if item.is_open else "closed" for item in result.reviews
+            )
             blocks.append(
                 f"{len(result.reviews)} deals reviewed: {bands['healthy']} healthy, "
-                f"{bands['at_risk']} at risk, {bands['critical']} critical"
+                f"{bands['at_risk']} at risk, {bands['critical']} critical, "
+                f"{bands['closed']} closed"
                 + (f"; {len(result.errors)} records skipped" if result.errors else "")
             )
         click.echo("\n\n".join(blocks))
@@ -202,10 +351,10 @@ def agenda(
 ) -> None:
     """The pipeline-review agenda for one owner: exceptions only, ranked by risk x value."""
     from app.coaching.agenda import pipeline_agenda
-    from app.coaching.render import clean_text
+    from app.coaching.render import BAND_LABEL, clean_text
 
-    result = _run_export_review(provider, file, stages, playbook, as_of)
     moment = _parse_as_of(as_of)
+    result = _run_export_review(provider, file, stages, playbook, moment)
     built = pipeline_agenda(result.reviews, owner, moment, period)  # type: ignore[arg-type]
     if output_format == "json":
         click.echo(json.dumps(built.to_dict(), indent=2, ensure_ascii=False))
@@ -225,12 +374,15 @@ def agenda(
             amount = f"{item.amount:,.0f}" if item.amount is not None else "no amount"
             lines.append(
                 f"{rank}. {clean_text(item.deal_name, 120)} ({amount}, "
-                f"{clean_text(item.stage_label, 60)}): {item.health.band} {item.health.score}/100"
+                f"{clean_text(item.stage_label, 60)}): "
+                f"{BAND_LABEL[item.health.band]} {item.health.score}/100"
             )
             for prompt in item.prompts:
                 if prompt.shown_first:
                     lines.append(f"   - {clean_text(prompt.text, 600)}")
-        if not built.items:
+        if not figures.open_deals:
+            lines.append("No open deals for this owner." if owner else "No open deals.")
+        elif not built.items:
             lines.append("No exceptions: every open deal is healthy.")
         click.echo("\n".join(lines))
     if result.errors:
@@ -266,11 +418,42 @@ def bench(deals: int, seed: int, results: Path, markdown: Path) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--embedded-worker/--no-embedded-worker",
+    default=None,
+    help="Run the task-queue worker threads inside this process. "
+    "Default: on with the SQLite queue, off with Redis/PostgreSQL (run `dealcoach worker`).",
+)
+def serve(host: str, port: int, embedded_worker: bool | None) -> None:
     """Run the HTTP service (today: health probes; the admin API comes next)."""
     import uvicorn
 
     from app.main import create_app
 
     settings = exit_on_invalid_settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    app = create_app(settings, embedded_worker=embedded_worker)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+
+@main.command()
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker threads (default: DEALCOACH_WORKER_THREADS).",
+)
+@click.option(
+    "--periodic/--no-periodic",
+    default=True,
+    show_default=True,
+    help="Also enqueue periodic tasks on schedule (every worker that has it on does).",
+)
+def worker(threads: int | None, periodic: bool) -> None:
+    """Run a task-queue consumer in the foreground (the scale-out worker process).
+
+    Uses the queue of DEALCOACH_QUEUE_URL. SIGTERM stops gracefully (running tasks
+    finish), SIGINT stops at once, SIGHUP restarts.
+    """
+    from app.jobs import run_worker
+
+    run_worker(exit_on_invalid_settings(), threads=threads, periodic=periodic)

@@ -11,6 +11,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+#: SQLAlchemy drivers the service supports (``postgresql`` means psycopg 3 here).
+_DATABASE_DRIVERS = frozenset({"sqlite", "postgresql", "postgresql+psycopg"})
 
 
 class Settings(BaseSettings):
@@ -81,9 +83,31 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            drivername = make_url(value).drivername
+        except (ArgumentError, ValueError):
+            raise ValueError("not a database URL (sqlite:///PATH or postgresql://...)") from None
+        if drivername not in _DATABASE_DRIVERS:
+            raise ValueError(
+                f"driver {drivername!r} is not supported: use sqlite:///PATH, "
+                "postgresql://... or postgresql+psycopg://..."
+            )
         return value
+
+    @field_validator("default_playbook")
+    @classmethod
+    def _check_default_playbook(cls, value: str) -> str:
+        from app.coaching.playbook import BUILT_IN_PLAYBOOKS  # lazy: settings load first
+
+        if value.lower() in BUILT_IN_PLAYBOOKS or Path(value).is_file():
+            return value
+        raise ValueError(
+            f"{value!r} is neither a built-in playbook ({', '.join(BUILT_IN_PLAYBOOKS)}) "
+            "nor an existing playbook file"
+        )
 
     @field_validator("queue_url")
     @classmethod

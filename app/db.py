@@ -151,6 +151,10 @@ def create_engine_for(settings: Settings, **kwargs: Any) -> Engine:
     Extra keyword arguments go to :func:`sqlalchemy.create_engine`.
     """
     url = make_url(settings.resolved_database_url)
+    # Request threads (up to 40 in the server's pool) and worker threads each hold a
+    # connection while they work: size the pool for them, not for the default 5 + 10.
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 40)
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

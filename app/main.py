@@ -1,11 +1,14 @@
 """The FastAPI application: ``create_app()``.
 
-Today it serves the health probes; the admin API, the webhook endpoints and
-the embedded worker arrive with the review pipeline (see the README).
+The admin API under ``/api/v1`` (API keys as bearer tokens; errors as
+problem+json), the CRM webhook endpoints under ``/webhooks``, the health
+probes and ``/metrics``; on the embedded default, the task-queue consumer
+runs inside this process.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,19 +16,60 @@ from fastapi import FastAPI, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.api.metrics import router as metrics_router
+from app.api.problems import install_problem_handlers
 from app.config import Settings, get_settings
-from app.db import create_engine_for
+from app.connections.router import router as connections_router
+from app.deals.router import router as deals_router
+from app.playbooks.router import router as playbooks_router
+from app.reviews.router import router as reviews_router
+from app.runtime import build_runtime, set_runtime
+from app.webhooks.router import receiver as webhook_receiver
+from app.webhooks.router import router as deliveries_router
+from app.writeback.router import router as writebacks_router
+
+ROUTERS = (
+    connections_router,
+    deals_router,
+    reviews_router,
+    writebacks_router,
+    deliveries_router,
+    playbooks_router,
+    webhook_receiver,
+    metrics_router,
+)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application for ``settings`` (default: the environment's)."""
+def create_app(settings: Settings | None = None, embedded_worker: bool | None = None) -> FastAPI:
+    """Build the application for ``settings`` (default: the environment's).
+
+    ``embedded_worker``: run the task-queue consumer (worker threads and the
+    scheduler) inside this process for the app's lifespan. ``None`` (default) means
+    on when the queue is the SQLite file (the one-process default) and off on
+    Redis/PostgreSQL, where ``dealcoach worker`` processes do the work.
+    """
     settings = settings or get_settings()
-    engine = create_engine_for(settings)
+    runtime = build_runtime(settings)
+    set_runtime(runtime)  # tasks running in this process use the same database and keys
+    engine = runtime.engine
+    if embedded_worker is None:
+        embedded_worker = settings.resolved_queue_url.startswith("sqlite")
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.jobs import ensure_queue, start_embedded_consumer
+
+        queue = ensure_queue(settings)  # tasks enqueued by requests go to this backend
+        consumer = None
+        if embedded_worker and not queue.immediate:
+            consumer = start_embedded_consumer(settings)
+        app.state.embedded_worker = consumer
+        try:
+            yield
+        finally:
+            if consumer is not None:
+                await asyncio.to_thread(consumer.stop)
+            engine.dispose()
 
     app = FastAPI(
         title="dealcoach",
@@ -33,19 +77,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.embedded_worker = None  # the EmbeddedConsumer while the lifespan runs
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up.")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="The database answers.")
+    @app.get("/readyz", tags=["health"], summary="The database and the task queue answer.")
     def readyz(response: Response) -> dict[str, str]:
+        from app.jobs import ensure_queue
+
+        result = {"status": "ok", "database": "ok", "queue": "ok"}
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except (SQLAlchemyError, OSError) as exc:
+            result["database"] = type(exc).__name__
+        try:
+            ensure_queue(settings).pending_count()
+        except Exception as exc:  # any backend failure (redis, psycopg, sqlite3) is "not ready"
+            result["queue"] = type(exc).__name__
+        if result["database"] != "ok" or result["queue"] != "ok":
             response.status_code = 503
-            return {"status": "unavailable", "database": type(exc).__name__}
-        return {"status": "ok", "database": "ok"}
+            result["status"] = "unavailable"
+        return result
 
     return app

@@ -43,6 +43,8 @@ from app.config import Settings
 from app.db import create_engine_for, make_session_factory, upgrade_database
 
 POSTGRES_URL_ENV = "DEALCOACH_TEST_POSTGRES_URL"
+#: A Fernet key for tests only (secrets at rest are encrypted with it).
+TEST_SECRET_KEY = "u8cP1Xv5jzJ0pWJm3oQ0u1qk8l7kq2a9xQy4cW5rZ0E="
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
@@ -347,7 +349,9 @@ def migrated_database_url(
 @pytest.fixture
 def db_settings(migrated_database_url: str, tmp_path: Path) -> Settings:
     """Settings for the migrated test database (data directory in ``tmp_path``)."""
-    return Settings(database_url=migrated_database_url, data_dir=tmp_path / "data")
+    return Settings(
+        database_url=migrated_database_url, data_dir=tmp_path / "data", secret_keys=TEST_SECRET_KEY
+    )
 
 
 @pytest.fixture
@@ -382,3 +386,134 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         safe = make_url(external).render_as_string(hide_password=True)
         return [f"postgresql: {POSTGRES_URL_ENV}={safe}"]
     return ["postgresql: started by the test session (initdb/pg_ctl) when needed"]
+
+
+# --- a Redis server for the session ---------------------------------------------------------
+
+REDIS_URL_ENV = "DEALCOACH_TEST_REDIS_URL"
+
+
+class RedisUnavailable(Exception):
+    """No Redis server could be started here."""
+
+
+@dataclass
+class LocalRedis:
+    """A throwaway ``redis-server`` on 127.0.0.1 (no persistence), in a temporary folder."""
+
+    process: subprocess.Popen[bytes]
+    root: Path
+    port: int
+
+    @classmethod
+    def start(cls) -> LocalRedis:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisUnavailable("redis-server not found on PATH")
+        root = Path(tempfile.mkdtemp(prefix="dealcoach-redis-"))
+        try:
+            last_error = ""
+            for _attempt in range(3):
+                port = _free_port()
+                command = [
+                    binary,
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--port", str(port),
+                    "--bind", "127.0.0.1",
+                    "--dir", str(root),
+                    "--logfile", str(root / "redis.log"),
+                ]  # fmt: skip
+                process = subprocess.Popen(
+                    command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                server = cls(process, root, port)
+                try:
+                    server._wait_ready()
+                    return server
+                except RedisUnavailable as exc:
+                    last_error = str(exc)
+                    server._terminate()
+            raise RedisUnavailable(last_error)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _wait_ready(self) -> None:
+        import redis
+
+        deadline = time.monotonic() + 15
+        while True:
+            if self.process.poll() is not None:
+                log = self.root / "redis.log"
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RedisUnavailable(f"redis-server exited ({self.process.returncode}):\n{tail}")
+            try:
+                client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+                try:
+                    client.ping()
+                    return
+                finally:
+                    client.close()
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise RedisUnavailable(f"redis-server did not answer: {exc}") from exc
+                time.sleep(0.05)
+
+    def _terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        try:
+            self._terminate()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _redis_unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(f"Redis is required under CI but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"Redis unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://`` URL of a Redis server for the test session.
+
+    The session starts its own ``redis-server`` (free port on 127.0.0.1, no
+    persistence) unless ``DEALCOACH_TEST_REDIS_URL`` names a throwaway server to use.
+    Without one the Redis tests are skipped, except under ``CI``, where they fail.
+    Tests share the server: give each its own key prefix (e.g. a unique queue name).
+    """
+    import redis
+
+    external = os.environ.get(REDIS_URL_ENV)
+    if external:
+        try:
+            client = redis.Redis.from_url(external, socket_timeout=10)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except redis.RedisError as exc:
+            _redis_unavailable(f"{REDIS_URL_ENV} does not answer: {exc}")
+        yield external
+        return
+    try:
+        server = LocalRedis.start()
+    except RedisUnavailable as exc:
+        _redis_unavailable(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, StrEnumType, UTCDateTime, enum_check, new_id, utcnow
+from app.db import Base, JSONType, StrEnumType, UTCDateTime, enum_check, new_id, utcnow
 
 
 class WriteBackTarget(StrEnum):
@@ -61,6 +62,9 @@ class WriteBack(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    """What to write, rendered when the review was stored: title, html, text (notes) or
+    fields (summary). The outbox holds the exact effect, so a retry writes the same."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

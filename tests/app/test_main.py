@@ -26,7 +26,10 @@ def test_readyz_is_ok_when_the_database_answers(db_settings: Settings) -> None:
 
 def test_readyz_is_503_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
     settings = Settings(
-        data_dir=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
+        data_dir=tmp_path,
+        database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=1",
+        sandbox=True,
+        queue_url=f"sqlite:///{tmp_path / 'queue.db'}",
     )
     with TestClient(create_app(settings)) as client:
         response = client.get("/readyz")

@@ -1,0 +1,1 @@
+"""The HTTP surface: problem+json errors, authentication, and the routers' wiring."""

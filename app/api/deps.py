@@ -1,0 +1,111 @@
+"""Request dependencies: the database session and the API key behind the request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.admin.keys import authenticate
+from app.admin.models import ApiKey, ApiKeyScope
+from app.api.problems import Problem
+from app.runtime import Runtime
+
+
+def get_runtime_dep(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; the route commits what it changes."""
+    runtime: Runtime = request.app.state.runtime
+    session = runtime.sessions()
+    try:
+        yield session
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="dealcoach"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The API key a request authenticated with."""
+
+    key_id: str
+    name: str
+    scope: ApiKeyScope
+    connection_ids: tuple[str, ...] | None
+
+    def can_see(self, connection_id: str | None) -> bool:
+        if self.connection_ids is None:
+            return True
+        return connection_id is not None and connection_id in self.connection_ids
+
+    def check(self, connection_id: str | None, what: str = "object") -> None:
+        """404 (not 403) for objects of connections this key may not see."""
+        if not self.can_see(connection_id):
+            raise Problem(404, f"no such {what}")
+
+
+def _principal(request: Request, session: Session) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(
+            401, "an API key is required: Authorization: Bearer <key>", headers=_CHALLENGE
+        )
+    key: ApiKey | None = authenticate(session, token.strip())
+    if key is None:
+        raise Problem(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+    session.commit()  # last_used_at
+    return Principal(
+        key_id=key.id,
+        name=key.name,
+        scope=ApiKeyScope(key.scope),
+        connection_ids=tuple(key.connection_ids) if key.connection_ids is not None else None,
+    )
+
+
+def read_access(request: Request, session: SessionDep) -> Principal:
+    """Any valid key (``read`` or ``admin``)."""
+    return _principal(request, session)
+
+
+def admin_access(request: Request, session: SessionDep) -> Principal:
+    """A valid ``admin`` key; a ``read`` key gets 403."""
+    principal = _principal(request, session)
+    if principal.scope != ApiKeyScope.ADMIN:
+        raise Problem(403, "this API key may only read (scope 'read')")
+    return principal
+
+
+ReadKey = Annotated[Principal, Depends(read_access)]
+AdminKey = Annotated[Principal, Depends(admin_access)]
+
+
+def encode_cursor(value: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Problem(422, "cursor: not a cursor this API returned", errors=[]) from None

@@ -1,0 +1,180 @@
+"""Admin API: connections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select
+
+from app.api.deps import AdminKey, Principal, ReadKey, RuntimeDep, SessionDep
+from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.connections.models import Connection, ConnectionStatus
+from app.connections.runner import Parked, with_provider
+from app.connections.schemas import (
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionUpdate,
+    CredentialsUpdate,
+)
+from app.connections.service import (
+    ConnectionConflict,
+    create_connection,
+    set_status,
+    to_out,
+    update_connection,
+    update_credentials,
+)
+from app.jobs import enqueue_after_commit
+from app.security.urls import InstanceUrlError
+from app.sync.tasks import sync_connection_task
+from integrations.base import ProviderError
+
+router = APIRouter(prefix="/api/v1/connections", tags=["connections"], responses=PROBLEM_RESPONSES)
+
+
+def get_connection(session: SessionDep, principal: Principal, connection_id: str) -> Connection:
+    connection = session.get(Connection, connection_id)
+    if connection is None or not principal.can_see(connection.id):
+        raise Problem(404, "no such connection")
+    return connection
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ConnectionOut)
+def create(
+    body: ConnectionCreate, session: SessionDep, runtime: RuntimeDep, key: AdminKey
+) -> ConnectionOut:
+    """Create a connection. Credentials and the webhook secret are stored encrypted and
+    never returned; ``webhook_urls`` in the answer are the URLs to configure in the CRM."""
+    if key.connection_ids is not None:
+        raise Problem(403, "a key limited to some connections cannot create connections")
+    try:
+        connection = create_connection(session, runtime.box, body, runtime.settings)
+    except InstanceUrlError as exc:
+        raise Problem(
+            422, f"instance_url: {exc}", errors=[{"field": "instance_url", "message": str(exc)}]
+        ) from None
+    except ConnectionConflict as exc:
+        raise Problem(409, str(exc)) from None
+    except ValueError as exc:
+        raise Problem(422, str(exc)) from None
+    session.commit()
+    return to_out(runtime.box, connection, runtime.settings)
+
+
+@router.get("", response_model=list[ConnectionOut])
+def list_connections(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    key: ReadKey,
+    status_filter: Annotated[ConnectionStatus | None, Query(alias="status")] = None,
+) -> list[ConnectionOut]:
+    query = select(Connection).order_by(Connection.created_at, Connection.id)
+    if status_filter is not None:
+        query = query.where(Connection.status == status_filter)
+    rows = [c for c in session.scalars(query) if key.can_see(c.id)]
+    return [to_out(runtime.box, c, runtime.settings) for c in rows]
+
+
+@router.get("/{connection_id}", response_model=ConnectionOut)
+def get(
+    connection_id: str, session: SessionDep, runtime: RuntimeDep, key: ReadKey
+) -> ConnectionOut:
+    return to_out(runtime.box, get_connection(session, key, connection_id), runtime.settings)
+
+
+@router.patch("/{connection_id}", response_model=ConnectionOut)
+def update(
+    connection_id: str,
+    body: ConnectionUpdate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    key: AdminKey,
+) -> ConnectionOut:
+    """Change the name, instance URL or settings. Secrets and status are not accepted
+    here (422): use ``PUT .../credentials`` and ``POST .../pause`` / ``.../resume``."""
+    connection = get_connection(session, key, connection_id)
+    try:
+        update_connection(session, connection, body, runtime.settings)
+    except InstanceUrlError as exc:
+        raise Problem(422, f"instance_url: {exc}") from None
+    except ValueError as exc:
+        raise Problem(422, str(exc)) from None
+    session.commit()
+    return to_out(runtime.box, connection, runtime.settings)
+
+
+@router.put("/{connection_id}/credentials", response_model=ConnectionOut)
+def replace_credentials(
+    connection_id: str,
+    body: CredentialsUpdate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    key: AdminKey,
+) -> ConnectionOut:
+    """Replace credentials and/or the webhook secret (re-activates a ``needs_reauth``
+    connection)."""
+    connection = get_connection(session, key, connection_id)
+    update_credentials(session, runtime.box, connection, body)
+    session.commit()
+    return to_out(runtime.box, connection, runtime.settings)
+
+
+@router.post("/{connection_id}/pause", response_model=ConnectionOut)
+def pause_connection(
+    connection_id: str, session: SessionDep, runtime: RuntimeDep, key: AdminKey
+) -> ConnectionOut:
+    connection = get_connection(session, key, connection_id)
+    set_status(session, connection, ConnectionStatus.PAUSED)
+    session.commit()
+    return to_out(runtime.box, connection, runtime.settings)
+
+
+@router.post("/{connection_id}/resume", response_model=ConnectionOut)
+def resume_connection(
+    connection_id: str, session: SessionDep, runtime: RuntimeDep, key: AdminKey
+) -> ConnectionOut:
+    connection = get_connection(session, key, connection_id)
+    if connection.status == ConnectionStatus.NEEDS_REAUTH:
+        raise Problem(409, "the connection needs new credentials: PUT .../credentials")
+    set_status(session, connection, ConnectionStatus.ACTIVE)
+    session.commit()
+    return to_out(runtime.box, connection, runtime.settings)
+
+
+@router.delete("/{connection_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete(connection_id: str, session: SessionDep, key: AdminKey) -> None:
+    """Delete the connection with its snapshots, reviews and write-backs."""
+    session.delete(get_connection(session, key, connection_id))
+    session.commit()
+
+
+@router.post("/{connection_id}/test")
+def test_connection(
+    connection_id: str, session: SessionDep, runtime: RuntimeDep, key: AdminKey
+) -> dict[str, object]:
+    """Call the CRM once (its stage list) with the stored credentials."""
+    get_connection(session, key, connection_id)
+    session.close()
+    try:
+        catalogues = with_provider(runtime, connection_id, lambda _s, _c, p: p.list_stages())
+    except Parked as exc:
+        return {"ok": False, "detail": str(exc)}
+    except ProviderError as exc:
+        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    return {
+        "ok": True,
+        "pipelines": len(catalogues),
+        "stages": sum(len(c.stages) for c in catalogues.values()),
+    }
+
+
+@router.post("/{connection_id}/sync", status_code=status.HTTP_202_ACCEPTED)
+def trigger_sync(connection_id: str, session: SessionDep, key: AdminKey) -> dict[str, str]:
+    """Queue an incremental sync now."""
+    connection = get_connection(session, key, connection_id)
+    if connection.status != ConnectionStatus.ACTIVE:
+        raise Problem(409, f"the connection is {connection.status}")
+    enqueue_after_commit(session, sync_connection_task, connection.id)
+    session.commit()
+    return {"status": "queued"}

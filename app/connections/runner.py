@@ -1,0 +1,131 @@
+"""Running work against a connection's CRM: credentials, refresh, parking.
+
+:func:`with_provider` opens a transaction, builds the provider for an active
+connection and runs the work. An expired token is refreshed **once per
+connection** however many jobs hit it at the same moment
+(:func:`refresh_once`: the connection's database row is the lock, shared by
+every process, and a re-read sees a refresh someone else just did), then the
+work is retried once. A refusal that a refresh cannot fix sets the connection
+to ``needs_reauth`` and parks its jobs (:class:`Parked`) instead of retrying hot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.connections.models import Connection, ConnectionStatus
+from app.connections.service import context_for, set_status, store_credentials
+from app.db import session_scope
+from app.runtime import Runtime
+from integrations.base import AuthError, CrmProvider
+from integrations.registry import provider_for
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Parked(Exception):
+    """The connection is not active (paused, needs re-authorisation, gone): work waits."""
+
+
+class _RefreshNeeded(Exception):
+    def __init__(self, stale: bytes | None) -> None:
+        super().__init__("access token expired")
+        self.stale = stale
+
+
+def lock_connection_row(session: Session, connection_id: str) -> Connection | None:
+    """Lock the connection's row until this transaction ends, then read it fresh.
+
+    A no-op UPDATE is the portable lock: PostgreSQL holds a row lock, SQLite
+    the database write lock (other writers wait on the busy timeout). A crash
+    releases it with the transaction, so it can never be left behind.
+    """
+    session.execute(
+        update(Connection)
+        .where(Connection.id == connection_id)
+        .values(updated_at=Connection.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    connection = session.get(Connection, connection_id, populate_existing=True)
+    return connection
+
+
+def refresh_once(runtime: Runtime, connection_id: str, stale: bytes | None) -> None:
+    """Refresh the connection's credentials unless someone already replaced ``stale``.
+
+    Concurrent callers queue on the connection's row lock; the first refreshes
+    and commits, the others then see new credentials and return.
+
+    Raises:
+        Parked: the refresh token was refused; the connection now needs re-authorisation.
+    """
+    refused: str | None = None
+    with session_scope(runtime.sessions) as session:
+        connection = lock_connection_row(session, connection_id)
+        if connection is None:
+            raise Parked(f"connection {connection_id} is gone")
+        if connection.credentials_encrypted != stale:
+            return  # refreshed by someone else meanwhile
+        provider = provider_for(context_for(runtime.box, connection))
+        try:
+            credentials = provider.refresh_credentials()
+        except AuthError as exc:
+            refused = str(exc)
+            set_status(session, connection, ConnectionStatus.NEEDS_REAUTH, refused)
+        else:
+            store_credentials(session, runtime.box, connection, credentials)
+            logger.info("connection %s: credentials refreshed", connection_id)
+    if refused is not None:
+        logger.warning("connection %s needs re-authorisation: %s", connection_id, refused)
+        raise Parked(refused)
+
+
+def with_provider(
+    runtime: Runtime,
+    connection_id: str,
+    work: Callable[[Session, Connection, CrmProvider], T],
+) -> T:
+    """Run ``work`` in one transaction with the connection's provider.
+
+    Raises:
+        Parked: the connection is not active (or just stopped being).
+        RetriableError, NotFoundError, InvalidRequestError: from the provider;
+            the transaction was rolled back.
+    """
+    for attempt in range(2):
+        try:
+            with session_scope(runtime.sessions) as session:
+                connection = session.get(Connection, connection_id)
+                if connection is None:
+                    raise Parked(f"connection {connection_id} is gone")
+                if connection.status != ConnectionStatus.ACTIVE:
+                    raise Parked(f"connection {connection_id} is {connection.status}")
+                stale = connection.credentials_encrypted
+                provider = provider_for(context_for(runtime.box, connection))
+                try:
+                    return work(session, connection, provider)
+                except AuthError as exc:
+                    if exc.refreshable and attempt == 0:
+                        raise _RefreshNeeded(stale) from None
+                    raise
+        except _RefreshNeeded as needed:
+            refresh_once(runtime, connection_id, needed.stale)
+        except AuthError as exc:
+            park(runtime, connection_id, str(exc))
+            raise Parked(str(exc)) from None
+    raise Parked(f"connection {connection_id}: credentials refused after a refresh")
+
+
+def park(runtime: Runtime, connection_id: str, error: str) -> None:
+    """Set ``needs_reauth`` with the error; the connection's jobs wait for an admin."""
+    with session_scope(runtime.sessions) as session:
+        connection = session.get(Connection, connection_id)
+        if connection is not None:
+            set_status(session, connection, ConnectionStatus.NEEDS_REAUTH, error)
+    logger.warning("connection %s needs re-authorisation: %s", connection_id, error)

@@ -1,0 +1,89 @@
+"""API shapes of connections. Secrets go in, never out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.connections.models import ConnectionStatus, Provider
+
+WritebackTargetName = Literal["note", "task", "summary_fields"]
+
+
+class ConnectionSettings(BaseModel):
+    """What the service does on this connection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    playbook: str = Field("meddpicc", min_length=1, max_length=200)
+    writeback_targets: list[WritebackTargetName] = Field(default=["note"], max_length=3)
+    writeback_mode: Literal["auto", "off"] = "auto"
+    sync_interval_minutes: int | None = Field(None, ge=1, le=1440)
+    page_size: int | None = Field(None, ge=1, le=2000)
+
+
+class ConnectionCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider": "hubspot",
+                    "name": "Acme HubSpot",
+                    "external_account_id": "4412345",
+                    "instance_url": "https://api.hubapi.com",
+                    "credentials": {"access_token": "pat-na1-..."},
+                    "webhook_secret": "the app's client secret",
+                    "settings": {"playbook": "meddpicc", "writeback_targets": ["note"]},
+                }
+            ]
+        },
+    )
+
+    provider: Provider
+    name: str = Field(min_length=1, max_length=200)
+    external_account_id: str = Field(min_length=1, max_length=255)
+    instance_url: str | None = Field(None, max_length=500)
+    credentials: dict[str, str] = Field(
+        default_factory=dict, description="Stored encrypted; never returned."
+    )
+    webhook_secret: str | None = Field(
+        None, max_length=500, description="Stored encrypted; never returned."
+    )
+    settings: ConnectionSettings = Field(default_factory=ConnectionSettings)
+
+
+class ConnectionUpdate(BaseModel):
+    """Fields an admin may change. Secrets and status have their own endpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    instance_url: str | None = Field(None, max_length=500)
+    settings: ConnectionSettings | None = None
+
+
+class CredentialsUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    credentials: dict[str, str] | None = None
+    webhook_secret: str | None = Field(None, max_length=500)
+
+
+class ConnectionOut(BaseModel):
+    id: str
+    provider: Provider
+    name: str
+    external_account_id: str
+    instance_url: str | None
+    status: ConnectionStatus
+    last_error: str | None
+    settings: dict[str, object]
+    has_credentials: bool
+    has_webhook_secret: bool
+    webhook_urls: dict[str, str]
+    last_synced_at: datetime | None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,201 @@
+"""Connections: create, change, and open them as provider contexts.
+
+Credentials and the webhook secret are encrypted at rest (``SecretBox``) and
+never leave this module in clear except inside a :class:`ConnectionContext`
+handed to an adapter. Instance URLs are checked against the CRM's domains
+before anything is stored (no outbound connection is made to check them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.connections.models import Connection, ConnectionStatus, Provider
+from app.connections.schemas import (
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionUpdate,
+    CredentialsUpdate,
+)
+from app.db import new_id
+from app.security.crypto import SecretBox
+from app.security.urls import validate_instance_url
+from integrations.base import ConnectionContext
+
+
+class ConnectionConflict(ValueError):
+    """Another connection already has this provider and external account id."""
+
+
+def _checked_url(provider: Provider, url: str | None, settings: Settings) -> str | None:
+    if url is None:
+        if provider == Provider.SALESFORCE:
+            raise ValueError("instance_url: Salesforce connections need the org's instance URL")
+        return None
+    return validate_instance_url(provider.value, url, sandbox=settings.sandbox)
+
+
+def outbound_token(box: SecretBox, connection: Connection) -> str | None:
+    """The unguessable token in a Salesforce Outbound Message URL, derived from the
+    connection's webhook secret (so it can be shown again, and rotates with it)."""
+    if connection.webhook_secret_encrypted is None:
+        return None
+    secret = box.decrypt_text(connection.webhook_secret_encrypted)
+    message = f"outbound-message-url:{connection.id}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:40]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _apply_webhook_secret(box: SecretBox, connection: Connection, secret: str | None) -> None:
+    connection.webhook_secret_encrypted = box.encrypt_text(secret) if secret else None
+    token = outbound_token(box, connection)
+    connection.webhook_token_hash = token_hash(token) if token else None
+
+
+def create_connection(
+    session: Session, box: SecretBox, data: ConnectionCreate, settings: Settings
+) -> Connection:
+    """Raises ValueError (InstanceUrlError) for a refused URL, ConnectionConflict for a twin."""
+    instance_url = _checked_url(data.provider, data.instance_url, settings)
+    twin = session.scalar(
+        select(Connection.id).where(
+            Connection.provider == data.provider,
+            Connection.external_account_id == data.external_account_id,
+        )
+    )
+    if twin is not None:
+        raise ConnectionConflict(
+            f"a {data.provider.value} connection for account {data.external_account_id} exists"
+        )
+    connection = Connection(
+        id=new_id(),  # the webhook URL token is derived from it
+        provider=data.provider,
+        name=data.name,
+        external_account_id=data.external_account_id,
+        instance_url=instance_url,
+        credentials_encrypted=box.encrypt_json(dict(data.credentials))
+        if data.credentials
+        else None,
+        settings=data.settings.model_dump(exclude_none=True),
+        status=ConnectionStatus.ACTIVE,
+    )
+    _apply_webhook_secret(box, connection, data.webhook_secret)
+    session.add(connection)
+    session.flush()
+    return connection
+
+
+def update_connection(
+    session: Session, connection: Connection, data: ConnectionUpdate, settings: Settings
+) -> Connection:
+    if data.name is not None:
+        connection.name = data.name
+    if "instance_url" in data.model_fields_set:
+        connection.instance_url = _checked_url(
+            Provider(connection.provider), data.instance_url, settings
+        )
+    if data.settings is not None:
+        connection.settings = data.settings.model_dump(exclude_none=True)
+    session.flush()
+    return connection
+
+
+def update_credentials(
+    session: Session, box: SecretBox, connection: Connection, data: CredentialsUpdate
+) -> Connection:
+    """New credentials reactivate a connection that needed re-authorisation."""
+    if data.credentials is not None:
+        connection.credentials_encrypted = box.encrypt_json(dict(data.credentials))
+        if connection.status in (ConnectionStatus.NEEDS_REAUTH, ConnectionStatus.ERROR):
+            connection.status = ConnectionStatus.ACTIVE
+            connection.last_error = None
+    if "webhook_secret" in data.model_fields_set:
+        _apply_webhook_secret(box, connection, data.webhook_secret)
+    session.flush()
+    return connection
+
+
+def set_status(
+    session: Session, connection: Connection, status: ConnectionStatus, error: str | None = None
+) -> None:
+    connection.status = status
+    connection.last_error = error[:2000] if error else None
+    session.flush()
+
+
+def store_credentials(
+    session: Session, box: SecretBox, connection: Connection, credentials: Mapping[str, Any]
+) -> None:
+    """Store refreshed credentials (the refresher owns the transaction)."""
+    connection.credentials_encrypted = box.encrypt_json(dict(credentials))
+    session.flush()
+
+
+def credentials_of(box: SecretBox, connection: Connection) -> dict[str, Any]:
+    if connection.credentials_encrypted is None:
+        return {}
+    return box.decrypt_json(connection.credentials_encrypted)
+
+
+def context_for(box: SecretBox, connection: Connection) -> ConnectionContext:
+    """What an adapter needs; the credentials in it are decrypted: never log it."""
+    return ConnectionContext(
+        connection_id=connection.id,
+        provider=str(connection.provider),
+        external_account_id=connection.external_account_id,
+        instance_url=connection.instance_url,
+        credentials=credentials_of(box, connection),
+        settings=dict(connection.settings or {}),
+    )
+
+
+def webhook_secret_of(box: SecretBox, connection: Connection) -> str | None:
+    if connection.webhook_secret_encrypted is None:
+        return None
+    return box.decrypt_text(connection.webhook_secret_encrypted)
+
+
+def webhook_urls(box: SecretBox, connection: Connection, settings: Settings) -> dict[str, str]:
+    """The exact URLs an admin configures in the CRM for this connection."""
+    base = settings.public_url
+    provider = Provider(connection.provider)
+    if provider == Provider.HUBSPOT:
+        return {"webhook": f"{base}/webhooks/hubspot"}
+    if provider == Provider.SALESFORCE:
+        urls = {"signed_json": f"{base}/webhooks/salesforce/{connection.id}/events"}
+        token = outbound_token(box, connection)
+        if token:
+            urls["outbound_message"] = (
+                f"{base}/webhooks/salesforce/{connection.id}/outbound/{token}"
+            )
+        return urls
+    return {"webhook": f"{base}/webhooks/fake/{connection.id}"}
+
+
+def to_out(box: SecretBox, connection: Connection, settings: Settings) -> ConnectionOut:
+    return ConnectionOut(
+        id=connection.id,
+        provider=Provider(connection.provider),
+        name=connection.name,
+        external_account_id=connection.external_account_id,
+        instance_url=connection.instance_url,
+        status=ConnectionStatus(connection.status),
+        last_error=connection.last_error,
+        settings=dict(connection.settings or {}),
+        has_credentials=connection.credentials_encrypted is not None,
+        has_webhook_secret=connection.webhook_secret_encrypted is not None,
+        webhook_urls=webhook_urls(box, connection, settings),
+        last_synced_at=connection.last_synced_at,
+        created_at=connection.created_at,
+        updated_at=connection.updated_at,
+    )

@@ -1,0 +1,195 @@
+"""Admin API: deals from the snapshot store, and the pipeline-review agenda."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from app.api.deps import ReadKey, SessionDep, decode_cursor, encode_cursor
+from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.coaching.agenda import pipeline_agenda
+from app.coaching.engine import review_deal
+from app.connections.models import Connection
+from app.deals.models import DealHistoryRow, DealSnapshotRow
+from app.deals.serialize import snapshot_from_json
+from app.deals.service import with_observed_history
+from app.playbooks.service import compiled_playbook
+from app.reviews.models import Review
+
+router = APIRouter(prefix="/api/v1", tags=["deals"], responses=PROBLEM_RESPONSES)
+
+
+def deal_out(row: DealSnapshotRow, review: Review | None = None) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "connection_id": row.connection_id,
+        "deal_id": row.external_id,
+        "name": row.name,
+        "owner_id": row.owner_id,
+        "stage_key": row.stage_key,
+        "amount": row.amount,
+        "close_date": row.close_date.isoformat() if row.close_date else None,
+        "is_closed": row.is_closed,
+        "fetched_at": row.fetched_at.isoformat(),
+        "latest_review": review_summary(review) if review else None,
+    }
+
+
+def review_summary(review: Review) -> dict[str, Any]:
+    return {
+        "id": review.id,
+        "created_at": review.created_at.isoformat(),
+        "health": {"score": review.health_score, "band": review.health_band},
+        "signals": [s.get("code") for s in review.signals],
+        "summary": review.summary,
+    }
+
+
+def latest_review(session: SessionDep, connection_id: str, deal_id: str) -> Review | None:
+    return session.scalar(
+        select(Review)
+        .where(Review.connection_id == connection_id, Review.deal_external_id == deal_id)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
+    )
+
+
+@router.get("/deals")
+def list_deals(
+    session: SessionDep,
+    key: ReadKey,
+    connection_id: str | None = None,
+    owner: str | None = None,
+    stage: str | None = None,
+    signal: Annotated[str | None, Query(description="a signal code of the latest review")] = None,
+    band: Literal["healthy", "at_risk", "critical"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Deals in the snapshot store, in a stable order; ``next_cursor`` continues the list."""
+    query = select(DealSnapshotRow).order_by(DealSnapshotRow.id)
+    if connection_id is not None:
+        key.check(connection_id, "connection")
+        query = query.where(DealSnapshotRow.connection_id == connection_id)
+    elif key.connection_ids is not None:
+        query = query.where(DealSnapshotRow.connection_id.in_(key.connection_ids))
+    if owner is not None:
+        query = query.where(DealSnapshotRow.owner_id == owner)
+    if stage is not None:
+        query = query.where(DealSnapshotRow.stage_key == stage)
+    items: list[dict[str, Any]] = []
+    last_id: str | None = None
+    scanned = decode_cursor(cursor) if cursor is not None else None
+    more = False
+    while not more:
+        chunk_query = query if scanned is None else query.where(DealSnapshotRow.id > scanned)
+        chunk = session.scalars(chunk_query.limit(200)).all()
+        if not chunk:
+            break
+        for row in chunk:
+            scanned = row.id
+            review = latest_review(session, row.connection_id, row.external_id)
+            if band is not None and (review is None or review.health_band != band):
+                continue
+            if signal is not None and (
+                review is None or signal not in {s.get("code") for s in review.signals}
+            ):
+                continue
+            if len(items) == limit:
+                more = True
+                break
+            items.append(deal_out(row, review))
+            last_id = row.id
+    next_cursor = encode_cursor(last_id) if more and last_id is not None else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/connections/{connection_id}/deals/{deal_id}")
+def get_deal(connection_id: str, deal_id: str, session: SessionDep, key: ReadKey) -> dict[str, Any]:
+    """One deal: its snapshot, its latest review in full, and the history we hold."""
+    key.check(connection_id, "deal")
+    row = session.scalar(
+        select(DealSnapshotRow).where(
+            DealSnapshotRow.connection_id == connection_id,
+            DealSnapshotRow.external_id == deal_id,
+        )
+    )
+    if row is None:
+        raise Problem(404, "no such deal")
+    review = latest_review(session, connection_id, deal_id)
+    history = session.scalars(
+        select(DealHistoryRow)
+        .where(
+            DealHistoryRow.connection_id == connection_id,
+            DealHistoryRow.deal_external_id == deal_id,
+        )
+        .order_by(DealHistoryRow.changed_at)
+    ).all()
+    out = deal_out(row, review)
+    out["snapshot"] = row.data
+    out["latest_review"] = review_full(review) if review else None
+    out["history"] = [
+        {
+            "field": h.field,
+            "old": h.old_value,
+            "new": h.new_value,
+            "changed_at": h.changed_at.isoformat(),
+            "source": str(h.source),
+        }
+        for h in history
+    ]
+    return out
+
+
+def review_full(review: Review) -> dict[str, Any]:
+    return {
+        "id": review.id,
+        "connection_id": review.connection_id,
+        "deal_id": review.deal_external_id,
+        "as_of": review.as_of.isoformat(),
+        "created_at": review.created_at.isoformat(),
+        "trigger": str(review.trigger),
+        "playbook": {"name": review.playbook_name, "version": review.playbook_version},
+        "health": {"score": review.health_score, "band": review.health_band},
+        "signals": review.signals,
+        "prompts": review.prompts,
+        "summary": review.summary,
+        "marker": review.marker,
+        "dry_run": review.dry_run,
+    }
+
+
+@router.get("/agenda")
+def agenda(
+    session: SessionDep,
+    key: ReadKey,
+    connection_id: str,
+    owner: str | None = None,
+    period: Literal["quarter", "month"] = "quarter",
+) -> dict[str, Any]:
+    """The pipeline-review agenda for one owner (or all), reviewed now from the store."""
+    key.check(connection_id, "connection")
+    connection = session.get(Connection, connection_id)
+    if connection is None:
+        raise Problem(404, "no such connection")
+    playbook = compiled_playbook(
+        session, str((connection.settings or {}).get("playbook", "meddpicc"))
+    )
+    as_of = datetime.now(UTC)
+    query = select(DealSnapshotRow).where(
+        DealSnapshotRow.connection_id == connection_id, DealSnapshotRow.is_closed.is_(False)
+    )
+    if owner is not None:
+        query = query.where(DealSnapshotRow.owner_id == owner)
+    reviews = [
+        review_deal(
+            with_observed_history(session, connection_id, snapshot_from_json(row.data)),
+            playbook,
+            as_of,
+        )
+        for row in session.scalars(query)
+    ]
+    return pipeline_agenda(reviews, owner, as_of, period).to_dict()

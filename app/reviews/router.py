@@ -1,0 +1,147 @@
+"""Admin API: reviews (run one now, list, get) and feedback on prompts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_cursor, encode_cursor
+from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.connections.runner import Parked, with_provider
+from app.deals.router import review_full
+from app.jobs import enqueue_after_commit
+from app.reviews.models import PromptFeedback, Review, ReviewTrigger, Verdict
+from app.reviews.pipeline import fetch_and_review
+from app.writeback.tasks import send_writebacks
+from integrations.base import InvalidRequestError, NotFoundError, ProviderError, RetriableError
+
+router = APIRouter(prefix="/api/v1", tags=["reviews"], responses=PROBLEM_RESPONSES)
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = Field(False, description="Preview: review and store, write nothing back.")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_id: str = Field(min_length=1, max_length=128)
+    verdict: Literal["useful", "noise"]
+    comment: str | None = Field(None, max_length=2000)
+
+
+@router.post(
+    "/connections/{connection_id}/deals/{deal_id}/reviews",
+    status_code=status.HTTP_201_CREATED,
+)
+def run_review(
+    connection_id: str,
+    deal_id: str,
+    body: ReviewRequest,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    key: AdminKey,
+) -> dict[str, Any]:
+    """Fetch the deal from the CRM now, review it, and queue the note (unless dry run)."""
+    key.check(connection_id, "connection")
+    session.close()
+
+    def work(s: Any, connection: Any, provider: Any) -> dict[str, Any]:
+        result = fetch_and_review(
+            s, connection, provider, deal_id, trigger=ReviewTrigger.API, dry_run=body.dry_run
+        )
+        assert result is not None  # an API review is never skipped
+        if result.writebacks:
+            enqueue_after_commit(s, send_writebacks, connection.id)
+        out = review_full(result.review)
+        out["writebacks"] = [w.id for w in result.writebacks]
+        return out
+
+    try:
+        return with_provider(runtime, connection_id, work)
+    except Parked as exc:
+        raise Problem(409, str(exc)) from None
+    except NotFoundError:
+        raise Problem(404, "no such deal in the CRM") from None
+    except InvalidRequestError as exc:
+        raise Problem(422, f"deal_id: {exc}") from None
+    except RetriableError as exc:
+        headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
+        raise Problem(503, f"the CRM is unavailable: {exc}", headers=headers) from None
+    except ProviderError as exc:
+        raise Problem(502, f"the CRM refused: {exc}") from None
+
+
+@router.get("/reviews")
+def list_reviews(
+    session: SessionDep,
+    key: ReadKey,
+    connection_id: str | None = None,
+    deal_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    query = select(Review).order_by(Review.id)
+    if connection_id is not None:
+        key.check(connection_id, "connection")
+        query = query.where(Review.connection_id == connection_id)
+    elif key.connection_ids is not None:
+        query = query.where(Review.connection_id.in_(key.connection_ids))
+    if deal_id is not None:
+        query = query.where(Review.deal_external_id == deal_id)
+    if cursor is not None:
+        query = query.where(Review.id > decode_cursor(cursor))
+    rows = session.scalars(query.limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [review_full(r) for r in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if more else None,
+    }
+
+
+def _review(session: SessionDep, key: ReadKey, review_id: str) -> Review:
+    review = session.get(Review, review_id)
+    if review is None or not key.can_see(review.connection_id):
+        raise Problem(404, "no such review")
+    return review
+
+
+@router.get("/reviews/{review_id}")
+def get_review(review_id: str, session: SessionDep, key: ReadKey) -> dict[str, Any]:
+    return review_full(_review(session, key, review_id))
+
+
+@router.post("/reviews/{review_id}/feedback", status_code=status.HTTP_201_CREATED)
+def feedback(
+    review_id: str, body: FeedbackRequest, session: SessionDep, key: ReadKey
+) -> dict[str, Any]:
+    """Say whether a prompt was ``useful`` or ``noise`` (any key; once per key and prompt,
+    a second answer replaces the first)."""
+    review = _review(session, key, review_id)
+    if body.prompt_id not in {p.get("id") for p in review.prompts}:
+        raise Problem(422, "prompt_id: not a prompt of this review")
+    row = session.scalar(
+        select(PromptFeedback).where(
+            PromptFeedback.review_id == review.id,
+            PromptFeedback.prompt_id == body.prompt_id,
+            PromptFeedback.api_key_id == key.key_id,
+        )
+    )
+    if row is None:
+        row = PromptFeedback(review_id=review.id, prompt_id=body.prompt_id, api_key_id=key.key_id)
+        session.add(row)
+    row.verdict = Verdict(body.verdict)
+    row.comment = body.comment
+    session.commit()
+    return {
+        "id": row.id,
+        "review_id": review.id,
+        "prompt_id": row.prompt_id,
+        "verdict": body.verdict,
+    }

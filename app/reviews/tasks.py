@@ -1,0 +1,71 @@
+"""Review tasks: a deal's webhook events become one review (and its write-back)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session
+
+from app.connections.models import Connection
+from app.connections.runner import Parked, with_provider
+from app.db import session_scope
+from app.jobs import enqueue_after_commit, task
+from app.ratelimit import pause, paused_for
+from app.reviews.models import ReviewTrigger
+from app.reviews.pipeline import fetch_and_review
+from app.runtime import get_runtime
+from app.webhooks.models import DeliveryStatus
+from app.webhooks.service import claim_deal_events, mark_deal_events
+from app.writeback.tasks import send_writebacks
+from integrations.base import CrmProvider, InvalidRequestError, NotFoundError, RetriableError
+
+logger = logging.getLogger(__name__)
+DEFAULT_RETRY_SECONDS = 30.0
+
+
+@task()
+def review_deal_events(connection_id: str, deal_id: str) -> None:
+    """Review ``deal_id`` for every webhook event received about it, once.
+
+    The first run claims all received deliveries of the deal (so events that
+    arrived within the coalescing window share one review); later runs find
+    nothing to claim and stop. A failure rolls the claim back: the deliveries
+    stay received and the retry (or the reconciler) picks them up again.
+    """
+    runtime = get_runtime()
+    waiting = paused_for(connection_id)
+    if waiting > 0:
+        review_deal_events.enqueue_in(waiting, connection_id, deal_id)
+        return
+
+    def work(session: Session, connection: Connection, provider: CrmProvider) -> int:
+        claimed = claim_deal_events(session, connection.id, deal_id)
+        if not claimed:
+            return 0
+        result = fetch_and_review(
+            session,
+            connection,
+            provider,
+            deal_id,
+            trigger=ReviewTrigger.WEBHOOK,
+            skip_unchanged=True,
+        )
+        if result is not None and result.writebacks:
+            enqueue_after_commit(session, send_writebacks, connection.id)
+        return len(claimed)
+
+    try:
+        with_provider(runtime, connection_id, work)
+    except Parked as parked:
+        logger.info("review of %s waits: %s", deal_id, parked)
+    except RetriableError as exc:
+        delay = exc.retry_after or DEFAULT_RETRY_SECONDS
+        pause(connection_id, delay)
+        review_deal_events.enqueue_in(delay, connection_id, deal_id)
+    except (NotFoundError, InvalidRequestError) as exc:
+        with session_scope(runtime.sessions) as session:
+            claimed = claim_deal_events(session, connection_id, deal_id)
+            mark_deal_events(
+                session, claimed, DeliveryStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            )
+        logger.warning("review of deal %s failed for good: %s", deal_id, exc)

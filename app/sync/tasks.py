@@ -1,0 +1,124 @@
+"""Scheduled work: incremental sync per connection, and the reconciler.
+
+The reconciler runs every minute on every consumer. It is a doorbell for work
+the database holds: due write-backs, webhook deliveries nobody processed, and
+connections due for a sync. A lost queue message therefore delays work by at
+most a minute or so; it never loses it. Running it twice at once is harmless
+(every task it enqueues claims its work in the database).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.connections.models import Connection, ConnectionStatus
+from app.connections.runner import Parked, lock_connection_row, with_provider
+from app.db import session_scope, utcnow
+from app.jobs import crontab, enqueue_after_commit, periodic_task, task
+from app.ratelimit import pause, paused_for
+from app.reviews.tasks import review_deal_events
+from app.runtime import get_runtime
+from app.sync.service import SyncReport, sync_connection
+from app.webhooks.service import stale_received
+from app.writeback.service import due_connection_ids
+from app.writeback.tasks import send_writebacks
+from integrations.base import CrmProvider, RetriableError
+
+logger = logging.getLogger(__name__)
+SYNC_LEASE = timedelta(minutes=10)
+DEFAULT_RETRY_SECONDS = 60.0
+
+
+def _take_sync_lease(connection_id: str) -> bool:
+    """Only one sync per connection at a time, across processes (a lease on its row)."""
+    runtime = get_runtime()
+    now = utcnow()
+    with session_scope(runtime.sessions) as session:
+        connection = lock_connection_row(session, connection_id)
+        if connection is None or connection.status != ConnectionStatus.ACTIVE:
+            return False
+        state = dict(connection.sync_watermark or {})
+        running_until = state.get("running_until")
+        if running_until and running_until > now.isoformat():
+            return False
+        state["running_until"] = (now + SYNC_LEASE).isoformat()
+        connection.sync_watermark = state
+    return True
+
+
+def _drop_sync_lease(connection_id: str) -> None:
+    with session_scope(get_runtime().sessions) as session:
+        connection = session.get(Connection, connection_id)
+        if connection is not None and connection.sync_watermark:
+            state = dict(connection.sync_watermark)
+            state.pop("running_until", None)
+            connection.sync_watermark = state
+
+
+@task()
+def sync_connection_task(connection_id: str) -> None:
+    """Incremental sync of one connection; reviews changed deals; sends their notes."""
+    runtime = get_runtime()
+    waiting = paused_for(connection_id)
+    if waiting > 0:
+        sync_connection_task.enqueue_in(waiting, connection_id)
+        return
+    if not _take_sync_lease(connection_id):
+        return
+
+    def work(session: Session, connection: Connection, provider: CrmProvider) -> SyncReport:
+        report = sync_connection(session, connection, provider, commit=session.commit)
+        if report.writebacks:
+            enqueue_after_commit(session, send_writebacks, connection.id)
+        return report
+
+    try:
+        report = with_provider(runtime, connection_id, work)
+        logger.info(
+            "sync %s: %d pages, %d deals, %d reviewed, %d unchanged, %d deleted",
+            connection_id,
+            report.pages,
+            report.deals,
+            report.reviewed,
+            report.unchanged,
+            report.deleted,
+        )
+    except Parked as parked:
+        logger.info("sync of %s waits: %s", connection_id, parked)
+    except RetriableError as exc:
+        delay = exc.retry_after or DEFAULT_RETRY_SECONDS
+        pause(connection_id, delay)
+        sync_connection_task.enqueue_in(delay, connection_id)
+    finally:
+        _drop_sync_lease(connection_id)
+
+
+def _due_for_sync(connection: Connection, default_minutes: int) -> bool:
+    minutes = (connection.settings or {}).get("sync_interval_minutes") or default_minutes
+    if connection.last_synced_at is None:
+        return True
+    return utcnow() - connection.last_synced_at >= timedelta(minutes=int(minutes))
+
+
+@periodic_task(crontab(minute="*"))
+def reconcile() -> None:
+    """Find due work in the database and ring its doorbell."""
+    runtime = get_runtime()
+    settings = runtime.settings
+    now = utcnow()
+    with session_scope(runtime.sessions) as session:
+        for connection_id in due_connection_ids(session, now):
+            send_writebacks(connection_id)
+        grace = timedelta(seconds=settings.webhook_coalesce_seconds + 30)
+        for connection_id, deal_id in stale_received(session, now - grace):
+            review_deal_events(connection_id, deal_id)
+        active = session.scalars(
+            select(Connection).where(Connection.status == ConnectionStatus.ACTIVE)
+        ).all()
+        for connection in active:
+            if _due_for_sync(connection, settings.sync_interval_minutes):
+                sync_connection_task(connection.id)

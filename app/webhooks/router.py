@@ -1,0 +1,161 @@
+"""Webhook endpoints (the CRMs call these) and the admin view of the inbox.
+
+A provider endpoint verifies the request, stores each event once, answers
+at once with what the CRM expects, and enqueues a review only for new
+events, after the commit. It never calls the CRM itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_cursor, encode_cursor
+from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.connections.models import Connection, ConnectionStatus, Provider
+from app.connections.service import context_for, webhook_secret_of
+from app.db import utcnow
+from app.reviews.tasks import review_deal_events
+from app.runtime import Runtime
+from app.webhooks.models import DeliveryStatus, WebhookDelivery
+from app.webhooks.service import body_preview, replay, store_events
+from integrations.base import InboundRequest, WebhookRejected
+from integrations.registry import webhook_parser_for
+
+logger = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+
+receiver = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/webhook-deliveries", tags=["webhooks"], responses=PROBLEM_RESPONSES
+)
+
+
+def enqueue_reviews(runtime_delay: float, connection_id: str, deal_ids: list[str]) -> None:
+    for deal_id in deal_ids:
+        review_deal_events.enqueue_in(runtime_delay, connection_id, deal_id)
+
+
+@receiver.post("/fake/{connection_id}", summary="Webhook of the fake CRM (tests, demo)")
+async def fake_webhook(connection_id: str, request: Request, runtime: RuntimeDep) -> Response:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise Problem(413, "the webhook body is too large")
+    inbound = InboundRequest(
+        method=request.method,
+        url=f"{runtime.settings.public_url}{request.url.path}",
+        headers=dict(request.headers),
+        body=body,
+        received_at=utcnow(),
+    )
+    # The database work is blocking: keep it off the event loop.
+    return await run_in_threadpool(receive, runtime, Provider.FAKE, connection_id, inbound)
+
+
+def receive(
+    runtime: Runtime, provider: Provider, connection_id: str, inbound: InboundRequest
+) -> Response:
+    """Verify, store each new event once, enqueue its deal's review after the commit."""
+    with runtime.sessions() as session:
+        connection = session.get(Connection, connection_id)
+        if connection is None or connection.provider != provider:
+            raise Problem(404, "no such webhook endpoint")
+        parser = webhook_parser_for(provider.value)
+        try:
+            parsed = parser(
+                inbound,
+                context_for(runtime.box, connection),
+                webhook_secret_of(runtime.box, connection),
+            )
+        except WebhookRejected as exc:
+            logger.info("webhook for %s rejected: %s", connection_id, exc)
+            raise Problem(exc.status, str(exc)) from None
+        stored = store_events(session, connection, parsed.events, inbound.headers, inbound.body)
+        if connection.status == ConnectionStatus.ACTIVE and stored.new_deal_ids:
+            enqueue_reviews(
+                runtime.settings.webhook_coalesce_seconds, connection.id, stored.new_deal_ids
+            )
+    return Response(
+        content=parsed.reply_body or b'{"status":"ok"}',
+        media_type=parsed.reply_content_type,
+        status_code=200,
+    )
+
+
+def delivery_out(row: WebhookDelivery, with_body: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id,
+        "connection_id": row.connection_id,
+        "provider": str(row.provider),
+        "identity": row.identity,
+        "received_at": row.received_at.isoformat(),
+        "status": str(row.status),
+        "attempts": row.attempts,
+        "processed_at": row.processed_at.isoformat() if row.processed_at else None,
+        "error": row.error,
+        "deal_ids": list(row.deal_external_ids or []),
+    }
+    if with_body:
+        out["headers"] = row.headers
+        out["body"] = body_preview(row)
+    return out
+
+
+@router.get("")
+def list_deliveries(
+    session: SessionDep,
+    key: ReadKey,
+    connection_id: str | None = None,
+    status: DeliveryStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    query = select(WebhookDelivery).order_by(WebhookDelivery.id)
+    if connection_id is not None:
+        key.check(connection_id, "connection")
+        query = query.where(WebhookDelivery.connection_id == connection_id)
+    elif key.connection_ids is not None:
+        query = query.where(WebhookDelivery.connection_id.in_(key.connection_ids))
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    if cursor is not None:
+        query = query.where(WebhookDelivery.id > decode_cursor(cursor))
+    rows = session.scalars(query.limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [delivery_out(r) for r in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if more else None,
+    }
+
+
+def _delivery(session: SessionDep, key: ReadKey, delivery_id: str) -> WebhookDelivery:
+    row = session.get(WebhookDelivery, delivery_id)
+    if row is None or not key.can_see(row.connection_id):
+        raise Problem(404, "no such delivery")
+    return row
+
+
+@router.get("/{delivery_id}")
+def get_delivery(delivery_id: str, session: SessionDep, key: ReadKey) -> dict[str, Any]:
+    return delivery_out(_delivery(session, key, delivery_id), with_body=True)
+
+
+@router.post("/{delivery_id}/replay", status_code=202)
+def replay_delivery(
+    delivery_id: str, session: SessionDep, runtime: RuntimeDep, key: AdminKey
+) -> dict[str, Any]:
+    """Process the delivery again: its deals are reviewed (a note is written only if
+    the review differs from the last one written)."""
+    row = _delivery(session, key, delivery_id)
+    if row.connection_id is None:
+        raise Problem(409, "the delivery's connection was deleted")
+    replay(session, row)
+    out = delivery_out(row)
+    session.commit()
+    enqueue_reviews(0, row.connection_id, list(row.deal_external_ids or []))
+    return out

@@ -1,0 +1,88 @@
+"""Admin API: write-backs (the outbox) and retrying one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from app.api.deps import AdminKey, ReadKey, SessionDep, decode_cursor, encode_cursor
+from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.jobs import enqueue_after_commit
+from app.writeback.models import WriteBack, WriteBackState
+from app.writeback.service import retry_now
+from app.writeback.tasks import send_writebacks
+
+router = APIRouter(prefix="/api/v1/writebacks", tags=["write-backs"], responses=PROBLEM_RESPONSES)
+
+
+def writeback_out(row: WriteBack) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "review_id": row.review_id,
+        "connection_id": row.connection_id,
+        "deal_id": row.deal_external_id,
+        "target": str(row.target),
+        "marker": row.marker,
+        "state": str(row.state),
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+        "last_error": row.last_error,
+        "external_id": row.external_id,
+        "created_at": row.created_at.isoformat(),
+        "written_at": row.written_at.isoformat() if row.written_at else None,
+    }
+
+
+@router.get("")
+def list_writebacks(
+    session: SessionDep,
+    key: ReadKey,
+    connection_id: str | None = None,
+    state: WriteBackState | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    query = select(WriteBack).order_by(WriteBack.id)
+    if connection_id is not None:
+        key.check(connection_id, "connection")
+        query = query.where(WriteBack.connection_id == connection_id)
+    elif key.connection_ids is not None:
+        query = query.where(WriteBack.connection_id.in_(key.connection_ids))
+    if state is not None:
+        query = query.where(WriteBack.state == state)
+    if cursor is not None:
+        query = query.where(WriteBack.id > decode_cursor(cursor))
+    rows = session.scalars(query.limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [writeback_out(r) for r in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if more else None,
+    }
+
+
+def _writeback(session: SessionDep, key: ReadKey, writeback_id: str) -> WriteBack:
+    row = session.get(WriteBack, writeback_id)
+    if row is None or not key.can_see(row.connection_id):
+        raise Problem(404, "no such write-back")
+    return row
+
+
+@router.get("/{writeback_id}")
+def get_writeback(writeback_id: str, session: SessionDep, key: ReadKey) -> dict[str, Any]:
+    return writeback_out(_writeback(session, key, writeback_id))
+
+
+@router.post("/{writeback_id}/retry", status_code=202)
+def retry(writeback_id: str, session: SessionDep, key: AdminKey) -> dict[str, Any]:
+    """Make a failed or dead write-back due now and send it."""
+    row = _writeback(session, key, writeback_id)
+    try:
+        retry_now(session, row)
+    except ValueError as exc:
+        raise Problem(409, str(exc)) from None
+    enqueue_after_commit(session, send_writebacks, row.connection_id)
+    session.commit()
+    return writeback_out(row)
