@@ -142,6 +142,18 @@ class NoteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiUsage:
+    """The CRM's daily API allowance as last reported (Salesforce ``Sforce-Limit-Info``)."""
+
+    used: int
+    limit: int
+
+    @property
+    def share(self) -> float:
+        return self.used / self.limit if self.limit > 0 else 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class InboundRequest:
     """A webhook request as received, for verification and parsing."""
 
@@ -221,6 +233,10 @@ class CrmProvider(Protocol):
 
     def update_summary(self, deal_id: str, fields: Mapping[str, str]) -> None:
         """Update the rolling-summary fields on the deal (the service's own write)."""
+        ...
+
+    def api_usage(self) -> ApiUsage | None:
+        """The daily allowance as the CRM last reported it; None when it reports none."""
         ...
 
     def refresh_credentials(self) -> Mapping[str, Any]:

@@ -18,7 +18,7 @@ from app.db import utcnow
 from app.deals.service import get_snapshot_row, store_snapshot
 from app.reviews.models import ReviewTrigger
 from app.reviews.pipeline import review_snapshot
-from integrations.base import CrmProvider
+from integrations.base import CrmProvider, QuotaExhaustedError
 
 
 @dataclass(slots=True)
@@ -38,16 +38,34 @@ def current_watermark(connection: Connection) -> str | None:
     return str(value) if value is not None else None
 
 
+def check_quota(provider: CrmProvider, share: float) -> None:
+    """Stop before the sync eats more than ``share`` of the CRM's daily allowance.
+
+    Raises:
+        QuotaExhaustedError: the CRM reports usage at or above the share.
+    """
+    usage = provider.api_usage()
+    if usage is not None and usage.share >= share:
+        raise QuotaExhaustedError(
+            f"daily API allowance guard: {usage.used} of {usage.limit} calls used, "
+            f"the sync may use up to {share:.0%}"
+        )
+
+
 def sync_connection(
     session: Session,
     connection: Connection,
     provider: CrmProvider,
     *,
     commit: Callable[[], None],
+    quota_share: float = 1.0,
 ) -> SyncReport:
     """Run one incremental sync. ``commit`` is called after each page (the caller's
-    transaction), which makes the page's watermark durable."""
+    transaction), which makes the page's watermark durable. Before the first page
+    and after each one the daily-allowance guard is checked (:func:`check_quota`);
+    a stop keeps every committed page."""
     report = SyncReport()
+    check_quota(provider, quota_share)
     for page in provider.iter_changed_deals(current_watermark(connection)):
         report.pages += 1
         for deal in page.deals:
@@ -71,6 +89,7 @@ def sync_connection(
         connection.last_synced_at = utcnow()
         session.flush()
         commit()
+        check_quota(provider, quota_share)
     if report.pages == 0:
         connection.last_synced_at = utcnow()
         session.flush()

@@ -26,11 +26,12 @@ from app.sync.service import SyncReport, sync_connection
 from app.webhooks.service import stale_received
 from app.writeback.service import due_connection_ids
 from app.writeback.tasks import send_writebacks
-from integrations.base import CrmProvider, RetriableError
+from integrations.base import CrmProvider, QuotaExhaustedError, RetriableError
 
 logger = logging.getLogger(__name__)
 SYNC_LEASE = timedelta(minutes=10)
 DEFAULT_RETRY_SECONDS = 60.0
+QUOTA_RETRY_SECONDS = 3600.0
 
 
 def _take_sync_lease(connection_id: str) -> bool:
@@ -71,7 +72,13 @@ def sync_connection_task(connection_id: str) -> None:
         return
 
     def work(session: Session, connection: Connection, provider: CrmProvider) -> SyncReport:
-        report = sync_connection(session, connection, provider, commit=session.commit)
+        report = sync_connection(
+            session,
+            connection,
+            provider,
+            commit=session.commit,
+            quota_share=runtime.settings.daily_quota_share,
+        )
         if report.writebacks:
             enqueue_after_commit(session, send_writebacks, connection.id)
         return report
@@ -93,8 +100,20 @@ def sync_connection_task(connection_id: str) -> None:
         delay = exc.retry_after or DEFAULT_RETRY_SECONDS
         pause(connection_id, delay)
         sync_connection_task.enqueue_in(delay, connection_id)
+    except QuotaExhaustedError as exc:
+        # Webhook reviews go on; the sync waits for the allowance to roll over.
+        _note_error(connection_id, str(exc))
+        sync_connection_task.enqueue_in(QUOTA_RETRY_SECONDS, connection_id)
+        logger.warning("sync of %s stopped: %s", connection_id, exc)
     finally:
         _drop_sync_lease(connection_id)
+
+
+def _note_error(connection_id: str, error: str) -> None:
+    with session_scope(get_runtime().sessions) as session:
+        connection = session.get(Connection, connection_id)
+        if connection is not None:
+            connection.last_error = error[:2000]
 
 
 def _due_for_sync(connection: Connection, default_minutes: int) -> bool:

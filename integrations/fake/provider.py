@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 from app.coaching.snapshot import DealSnapshot, StageCatalogue
 from integrations.base import (
+    ApiUsage,
     ConnectionContext,
     DealPage,
     InboundRequest,
@@ -172,6 +173,11 @@ class FakeProvider:
         if any(not key or not isinstance(value, str) for key, value in fields.items()):
             raise InvalidRequestError("summary fields need names and string values")
         self._crm.update_fields(deal_id, dict(fields), self._creds())
+
+    def api_usage(self) -> ApiUsage | None:
+        """The fake's daily allowance (``FakeCrm.set_daily_limit``), counting every call."""
+        usage = self._crm.daily_usage()
+        return None if usage is None else ApiUsage(used=usage[0], limit=usage[1])
 
     def refresh_credentials(self) -> Mapping[str, Any]:
         fresh = self._crm.refresh(self._creds())

@@ -455,6 +455,24 @@ class FakeCrm:
             rows = conn.execute("SELECT method FROM calls ORDER BY seq").fetchall()
         return [str(row[0]) for row in rows]
 
+    def set_daily_limit(self, limit: int | None) -> None:
+        """Report a daily API allowance of ``limit`` calls (None: report none)."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM meta WHERE key = 'daily_limit'")
+            if limit is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('daily_limit', ?)", (str(int(limit)),)
+                )
+
+    def daily_usage(self) -> tuple[int, int] | None:
+        """(calls so far, the daily allowance) when an allowance is set."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'daily_limit'").fetchone()
+            if row is None:
+                return None
+            used = int(conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+        return used, int(row[0])
+
     def reset_calls(self) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM calls")
