@@ -1,5 +1,6 @@
-"""Scale-out: `dealcoach serve` (no embedded worker) and a separate `dealcoach worker`,
-on a Redis or PostgreSQL queue: a webhook becomes one note."""
+"""Real processes: `dealcoach serve` alone on the embedded default (SQLite queue, worker
+threads inside), and scale-out: `dealcoach serve --no-embedded-worker` plus a separate
+`dealcoach worker` on a Redis or PostgreSQL queue. In each, a webhook becomes one note."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(params=["redis", "postgresql"])
-def queue_url(request: pytest.FixtureRequest, db_settings: Settings) -> str:
+@pytest.fixture(params=["embedded", "redis", "postgresql"])
+def queue_url(request: pytest.FixtureRequest, db_settings: Settings, tmp_path: Path) -> str:
+    if request.param == "embedded":
+        return f"sqlite:///{tmp_path / 'queue.db'}"
     if request.param == "redis":
         base: str = request.getfixturevalue("redis_url")
         return base.rstrip("/") + "/7"  # a database of its own on the shared server
@@ -58,18 +61,25 @@ def processes(
         }
     )
     log = (tmp_path / "processes.log").open("ab")
-    server = subprocess.Popen(
-        [str(BIN / "dealcoach"), "serve", "--port", str(port), "--no-embedded-worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [str(BIN / "dealcoach"), "worker", "--threads", "2"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    embedded = queue_url.startswith("sqlite")
+    serve = [str(BIN / "dealcoach"), "serve", "--port", str(port)]
+    started = [
+        subprocess.Popen(
+            serve if embedded else [*serve, "--no-embedded-worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    if not embedded:
+        started.append(
+            subprocess.Popen(
+                [str(BIN / "dealcoach"), "worker", "--threads", "2"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -83,9 +93,9 @@ def processes(
             time.sleep(0.2)
         yield base, env
     finally:
-        for process in (server, worker):
+        for process in started:
             process.send_signal(signal.SIGTERM)
-        for process in (server, worker):
+        for process in started:
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
@@ -93,7 +103,7 @@ def processes(
         log.close()
 
 
-def test_given_separate_api_and_worker_processes_then_a_webhook_becomes_one_note(
+def test_given_running_processes_then_a_webhook_becomes_one_note(
     processes: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     base, env = processes
