@@ -20,21 +20,11 @@ from typing import Any
 from app.coaching.engine import review_deal
 from app.coaching.playbook import compile_playbook, load_playbook
 from app.coaching.snapshot import Change, Contact, DealSnapshot, Stage
+from integrations.salesforce.mapping import DEFAULT_STAGES
 
 BENCH_AS_OF = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
-_STAGES = (
-    Stage("Prospecting", "Prospecting", 1, 0.10),
-    Stage("Qualification", "Qualification", 2, 0.10),
-    Stage("Needs Analysis", "Needs Analysis", 3, 0.20),
-    Stage("Value Proposition", "Value Proposition", 4, 0.50),
-    Stage("Id. Decision Makers", "Id. Decision Makers", 5, 0.60),
-    Stage("Perception Analysis", "Perception Analysis", 6, 0.70),
-    Stage("Proposal/Price Quote", "Proposal/Price Quote", 7, 0.75),
-    Stage("Negotiation/Review", "Negotiation/Review", 8, 0.90),
-    Stage("Closed Won", "Closed Won", 9, 1.0, is_closed=True, is_won=True),
-    Stage("Closed Lost", "Closed Lost", 10, 0.0, is_closed=True),
-)
+_STAGES = DEFAULT_STAGES.stages  # Salesforce's standard stages, in pipeline order
 _ROLES = ("Economic Buyer", "Decision Maker", "Champion", "Technical Buyer", "Evaluator", "Other")
 _NEXT_STEPS = (
     "",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -109,3 +109,23 @@ def decode_cursor(cursor: str) -> str:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise Problem(422, "cursor: not a cursor this API returned", errors=[]) from None
+
+
+def page_of(
+    session: Session,
+    query: Any,
+    id_column: Any,
+    limit: int,
+    cursor: str | None,
+    render: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """One page of ``query`` in id order: ``{"items": [...], "next_cursor": ...}``."""
+    if cursor is not None:
+        query = query.where(id_column > decode_cursor(cursor))
+    rows = session.scalars(query.order_by(id_column).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [render(row) for row in rows],
+        "next_cursor": encode_cursor(str(rows[-1].id)) if more else None,
+    }

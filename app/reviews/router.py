@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_cursor, encode_cursor
+from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, page_of
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.connections.runner import Parked, with_provider
 from app.deals.router import review_full
@@ -86,7 +86,7 @@ def list_reviews(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    query = select(Review).order_by(Review.id)
+    query = select(Review)
     if connection_id is not None:
         key.check(connection_id, "connection")
         query = query.where(Review.connection_id == connection_id)
@@ -94,15 +94,7 @@ def list_reviews(
         query = query.where(Review.connection_id.in_(key.connection_ids))
     if deal_id is not None:
         query = query.where(Review.deal_external_id == deal_id)
-    if cursor is not None:
-        query = query.where(Review.id > decode_cursor(cursor))
-    rows = session.scalars(query.limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": [review_full(r) for r in rows],
-        "next_cursor": encode_cursor(rows[-1].id) if more else None,
-    }
+    return page_of(session, query, Review.id, limit, cursor, review_full)
 
 
 def _review(session: SessionDep, key: ReadKey, review_id: str) -> Review:

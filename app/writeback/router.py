@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from app.api.deps import AdminKey, ReadKey, SessionDep, decode_cursor, encode_cursor
+from app.api.deps import AdminKey, ReadKey, SessionDep, page_of
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.jobs import enqueue_after_commit
 from app.writeback.models import WriteBack, WriteBackState
@@ -44,7 +44,7 @@ def list_writebacks(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    query = select(WriteBack).order_by(WriteBack.id)
+    query = select(WriteBack)
     if connection_id is not None:
         key.check(connection_id, "connection")
         query = query.where(WriteBack.connection_id == connection_id)
@@ -52,15 +52,7 @@ def list_writebacks(
         query = query.where(WriteBack.connection_id.in_(key.connection_ids))
     if state is not None:
         query = query.where(WriteBack.state == state)
-    if cursor is not None:
-        query = query.where(WriteBack.id > decode_cursor(cursor))
-    rows = session.scalars(query.limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": [writeback_out(r) for r in rows],
-        "next_cursor": encode_cursor(rows[-1].id) if more else None,
-    }
+    return page_of(session, query, WriteBack.id, limit, cursor, writeback_out)
 
 
 def _writeback(session: SessionDep, key: ReadKey, writeback_id: str) -> WriteBack:

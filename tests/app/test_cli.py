@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
+from app.coaching.vocabulary import SIGNAL_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -19,22 +20,7 @@ SF_STAGES = ["--stages", str(SAMPLES / "salesforce_stages.json")]
 HS = ["--provider", "hubspot", "--file", str(SAMPLES / "hubspot_deals.json")]
 HS_STAGES = ["--stages", str(SAMPLES / "hubspot_pipelines.json")]
 
-VOCABULARY = {
-    "close_date_passed",
-    "close_date_pushed",
-    "stalled_in_stage",
-    "no_recent_activity",
-    "next_step_missing",
-    "single_threaded",
-    "no_economic_buyer",
-    "amount_decreased",
-    "stage_regressed",
-    "close_date_unrealistic",
-    "forecast_mismatch",
-    "owner_changed",
-    "deal_aging",
-    "methodology_gap",
-}
+VOCABULARY = set(SIGNAL_CODES)
 
 
 def run(*args: str) -> tuple[int, str, str]:
