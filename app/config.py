@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     salesforce_login_url: str = "https://login.salesforce.com"
     hubspot_client_id: str | None = None
     hubspot_client_secret: str | None = None
+    hubspot_oauth_url: str = Field(
+        default="https://api.hubapi.com",
+        description="Base URL of HubSpot's OAuth token API (an emulator's URL in tests).",
+    )
+    hubspot_authorize_url: str = Field(
+        default="https://app.hubspot.com/oauth/authorize",
+        description="HubSpot's OAuth authorisation page, where the admin approves the app.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -118,7 +126,9 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:///, redis:// or postgresql:// URL")
         return value
 
-    @field_validator("public_url")
+    @field_validator(
+        "public_url", "salesforce_login_url", "hubspot_oauth_url", "hubspot_authorize_url"
+    )
     @classmethod
     def _check_public_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.api.metrics import router as metrics_router
 from app.api.problems import install_problem_handlers
 from app.config import Settings, get_settings
+from app.connections.oauth_router import router as oauth_router
 from app.connections.router import router as connections_router
 from app.deals.router import router as deals_router
 from app.playbooks.router import router as playbooks_router
@@ -30,6 +31,7 @@ from app.writeback.router import router as writebacks_router
 
 ROUTERS = (
     connections_router,
+    oauth_router,
     deals_router,
     reviews_router,
     writebacks_router,

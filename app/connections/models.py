@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JSONType, StrEnumType, UTCDateTime, enum_check, new_id, utcnow
@@ -57,3 +57,31 @@ class Connection(Base):
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class OAuthAttempt(Base):
+    """One try at connecting a CRM account with OAuth (``app/connections/oauth_service.py``).
+
+    Made by ``POST .../oauth/start``; its ticket (only the SHA-256 is stored)
+    is spent once by ``GET /oauth/begin/{ticket}``, which records the hash of
+    the nonce put in the admin's browser cookie; the CRM's callback spends the
+    attempt itself (``used_at``). Everything expires at ``expires_at``.
+    ``code_verifier_encrypted`` is the PKCE verifier, encrypted like credentials.
+    """
+
+    __tablename__ = "oauth_attempts"
+    __table_args__ = (enum_check("provider", Provider),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    connection_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[Provider] = mapped_column(StrEnumType(Provider))
+    ticket_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    nonce_hash: Mapped[str | None] = mapped_column(String(64))
+    code_verifier_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by_key_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    begun_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

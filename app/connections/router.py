@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from app.api.deps import AdminKey, Principal, ReadKey, RuntimeDep, SessionDep
 from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.connections.credential_shapes import CredentialsShapeError, check_credentials
 from app.connections.models import Connection, ConnectionStatus
 from app.connections.runner import Parked, with_provider
 from app.connections.schemas import (
@@ -49,7 +50,12 @@ def create(
     if key.connection_ids is not None:
         raise Problem(403, "a key limited to some connections cannot create connections")
     try:
+        check_credentials(body.provider, body.credentials)
         connection = create_connection(session, runtime.box, body, runtime.settings)
+    except CredentialsShapeError as exc:
+        raise Problem(
+            422, str(exc), errors=[{"field": "credentials", "message": str(exc)}]
+        ) from None
     except InstanceUrlError as exc:
         raise Problem(
             422, f"instance_url: {exc}", errors=[{"field": "instance_url", "message": str(exc)}]
@@ -115,6 +121,12 @@ def replace_credentials(
     """Replace credentials and/or the webhook secret (re-activates a ``needs_reauth``
     connection)."""
     connection = get_connection(session, key, connection_id)
+    try:
+        check_credentials(connection.provider, body.credentials or {})
+    except CredentialsShapeError as exc:
+        raise Problem(
+            422, str(exc), errors=[{"field": "credentials", "message": str(exc)}]
+        ) from None
     update_credentials(session, runtime.box, connection, body)
     session.commit()
     return to_out(runtime.box, connection, runtime.settings)

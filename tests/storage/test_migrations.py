@@ -25,6 +25,7 @@ EXPECTED_TABLES = {
     "connections",
     "deal_history",
     "deal_snapshots",
+    "oauth_attempts",
     "playbooks",
     "prompt_feedback",
     "reviews",
