@@ -2,7 +2,10 @@
 
 Plain dicts: an adapter package adds its entry here when it exists. Asking for
 a kind that has no adapter yet (or an unknown kind) raises
-:class:`NotImplementedError` naming it.
+:class:`NotImplementedError` naming it. A CRM with more than one webhook
+format has its default one in ``WEBHOOK_PARSERS`` and the others in
+``WEBHOOK_CHANNEL_PARSERS`` (Salesforce: Outbound Messages, and signed JSON
+as channel ``"signed_json"``).
 """
 
 from __future__ import annotations
@@ -12,8 +15,16 @@ from collections.abc import Callable
 from app.connections.models import Provider as ProviderKind
 from integrations.base import ConnectionContext, CrmProvider, WebhookParser
 from integrations.fake import FakeProvider, parse_fake_webhook
+from integrations.salesforce.webhooks import parse_outbound_message, parse_signed_json
 
-__all__ = ["PROVIDERS", "WEBHOOK_PARSERS", "ProviderKind", "provider_for", "webhook_parser_for"]
+__all__ = [
+    "PROVIDERS",
+    "WEBHOOK_CHANNEL_PARSERS",
+    "WEBHOOK_PARSERS",
+    "ProviderKind",
+    "provider_for",
+    "webhook_parser_for",
+]
 
 ProviderFactory = Callable[[ConnectionContext], CrmProvider]
 
@@ -25,6 +36,12 @@ PROVIDERS: dict[ProviderKind, ProviderFactory] = {
 #: The webhook parsers that exist, by kind.
 WEBHOOK_PARSERS: dict[ProviderKind, WebhookParser] = {
     ProviderKind.FAKE: parse_fake_webhook,
+    ProviderKind.SALESFORCE: parse_outbound_message,
+}
+
+#: Further webhook formats of a kind, by (kind, channel).
+WEBHOOK_CHANNEL_PARSERS: dict[tuple[ProviderKind, str], WebhookParser] = {
+    (ProviderKind.SALESFORCE, "signed_json"): parse_signed_json,
 }
 
 
@@ -45,10 +62,14 @@ def provider_for(context: ConnectionContext) -> CrmProvider:
     return factory(context)
 
 
-def webhook_parser_for(kind: str) -> WebhookParser:
-    """The webhook verifier/parser for a provider kind."""
+def webhook_parser_for(kind: str, channel: str | None = None) -> WebhookParser:
+    """The webhook verifier/parser for a provider kind (``channel``: one of its other formats)."""
     resolved = _kind(kind)
-    parser = WEBHOOK_PARSERS.get(resolved)
+    if channel is None:
+        parser = WEBHOOK_PARSERS.get(resolved)
+    else:
+        parser = WEBHOOK_CHANNEL_PARSERS.get((resolved, channel))
     if parser is None:
-        raise NotImplementedError(f"no {resolved.value} webhook parser has been built yet")
+        what = f"{resolved.value} webhook parser" + (f" for {channel!r}" if channel else "")
+        raise NotImplementedError(f"no {what} has been built yet")
     return parser

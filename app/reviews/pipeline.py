@@ -97,13 +97,20 @@ def review_snapshot(
     if not dry_run and mode == "auto" and result.is_open and result.prompts:
         for target_name in connection_setting(connection, "writeback_targets", DEFAULT_TARGETS):
             target = WriteBackTarget(target_name)
+            # Each target carries its own marker: a note and a task of one review
+            # must be told apart when they are looked up in the CRM.
+            target_marker = (
+                marker
+                if target == WriteBackTarget.NOTE
+                else note_marker(connection.id, deal.id, f"{fingerprint}:{target.value}")
+            )
             if target == WriteBackTarget.SUMMARY_FIELDS:
                 payload: dict[str, object] = {"fields": summary_fields(result, marker)}
             else:
                 payload = {
                     "title": note_title(result),
-                    "html": render_note_html(result, marker),
-                    "text": render_note_text(result, marker),
+                    "html": render_note_html(result, target_marker),
+                    "text": render_note_text(result, target_marker),
                 }
             created = add_writeback(
                 session,
@@ -111,7 +118,7 @@ def review_snapshot(
                 connection_id=connection.id,
                 deal_id=deal.id,
                 target=target,
-                marker=marker,
+                marker=target_marker,
                 payload=payload,
             )
             if created is not None:

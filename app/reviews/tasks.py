@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy.orm import Session
 
@@ -21,6 +22,17 @@ from integrations.base import CrmProvider, InvalidRequestError, NotFoundError, R
 
 logger = logging.getLogger(__name__)
 DEFAULT_RETRY_SECONDS = 30.0
+#: Connections whose provider has no adapter yet, already logged by this process.
+_NO_ADAPTER_LOGGED: set[str] = set()
+_NO_ADAPTER_LOCK = threading.Lock()
+
+
+def _log_no_adapter(connection_id: str, exc: NotImplementedError) -> None:
+    with _NO_ADAPTER_LOCK:
+        first = connection_id not in _NO_ADAPTER_LOGGED
+        _NO_ADAPTER_LOGGED.add(connection_id)
+    level = logging.WARNING if first else logging.DEBUG
+    logger.log(level, "reviews of connection %s wait for an adapter: %s", connection_id, exc)
 
 
 @task()
@@ -58,6 +70,11 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
         with_provider(runtime, connection_id, work)
     except Parked as parked:
         logger.info("review of %s waits: %s", deal_id, parked)
+    except NotImplementedError as exc:
+        # No adapter for this CRM yet (provider_for): nothing was claimed, the
+        # deliveries stay received, and the reconciler's doorbell finds them once
+        # an adapter exists. Not retried here, so it cannot spin.
+        _log_no_adapter(connection_id, exc)
     except RetriableError as exc:
         delay = exc.retry_after or DEFAULT_RETRY_SECONDS
         pause(connection_id, delay)

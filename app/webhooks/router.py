@@ -2,11 +2,14 @@
 
 A provider endpoint verifies the request, stores each event once, answers
 at once with what the CRM expects, and enqueues a review only for new
-events, after the commit. It never calls the CRM itself.
+events, after the commit. It never calls the CRM itself. Every endpoint is
+:func:`receive` with the provider's parser (Salesforce has two formats:
+Outbound Messages, authenticated by a secret token in the URL, and signed JSON).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Annotated, Any
 
@@ -17,13 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_cursor, encode_cursor
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.connections.models import Connection, ConnectionStatus, Provider
-from app.connections.service import context_for, webhook_secret_of
+from app.connections.service import context_for, token_hash, webhook_secret_of
 from app.db import utcnow
 from app.reviews.tasks import review_deal_events
 from app.runtime import Runtime
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
 from app.webhooks.service import body_preview, replay, store_events
-from integrations.base import InboundRequest, WebhookRejected
+from integrations.base import InboundRequest, WebhookParser, WebhookRejected
 from integrations.registry import webhook_parser_for
 
 logger = logging.getLogger(__name__)
@@ -40,31 +43,93 @@ def enqueue_reviews(runtime_delay: float, connection_id: str, deal_ids: list[str
         review_deal_events.enqueue_in(runtime_delay, connection_id, deal_id)
 
 
-@receiver.post("/fake/{connection_id}", summary="Webhook of the fake CRM (tests, demo)")
-async def fake_webhook(connection_id: str, request: Request, runtime: RuntimeDep) -> Response:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
+async def _inbound(request: Request, runtime: Runtime, path: str | None = None) -> InboundRequest:
+    """The request with its body, read up to :data:`MAX_BODY_BYTES` (413 beyond)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise Problem(413, "the webhook body is too large")
-    inbound = InboundRequest(
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise Problem(413, "the webhook body is too large")
+    return InboundRequest(
         method=request.method,
-        url=f"{runtime.settings.public_url}{request.url.path}",
+        url=f"{runtime.settings.public_url}{path or request.url.path}",
         headers=dict(request.headers),
-        body=body,
+        body=bytes(body),
         received_at=utcnow(),
     )
+
+
+@receiver.post("/fake/{connection_id}", summary="Webhook of the fake CRM (tests, demo)")
+async def fake_webhook(connection_id: str, request: Request, runtime: RuntimeDep) -> Response:
+    inbound = await _inbound(request, runtime)
+    parser = webhook_parser_for(Provider.FAKE.value)
     # The database work is blocking: keep it off the event loop.
-    return await run_in_threadpool(receive, runtime, Provider.FAKE, connection_id, inbound)
+    return await run_in_threadpool(receive, runtime, Provider.FAKE, connection_id, inbound, parser)
+
+
+@receiver.post(
+    "/salesforce/{connection_id}/outbound/{token}",
+    summary="Salesforce Outbound Message (SOAP); the URL's secret token authenticates it",
+)
+async def salesforce_outbound_message(
+    connection_id: str, token: str, request: Request, runtime: RuntimeDep
+) -> Response:
+    # The token is a credential: keep it out of the request as the parser sees it.
+    inbound = await _inbound(request, runtime, f"/webhooks/salesforce/{connection_id}/outbound")
+    parser = webhook_parser_for(Provider.SALESFORCE.value)
+    return await run_in_threadpool(
+        receive, runtime, Provider.SALESFORCE, connection_id, inbound, parser, token
+    )
+
+
+@receiver.post(
+    "/salesforce/{connection_id}/events",
+    summary="Salesforce stage changes as signed JSON (Flow HTTP Callout or Apex)",
+)
+async def salesforce_signed_json(
+    connection_id: str, request: Request, runtime: RuntimeDep
+) -> Response:
+    inbound = await _inbound(request, runtime)
+    parser = webhook_parser_for(Provider.SALESFORCE.value, "signed_json")
+    return await run_in_threadpool(
+        receive, runtime, Provider.SALESFORCE, connection_id, inbound, parser
+    )
+
+
+def _url_token_ok(connection: Connection, url_token: str | None) -> bool:
+    if url_token is None:
+        return True  # the endpoint is not authenticated by its URL
+    expected = connection.webhook_token_hash
+    if not expected:
+        return False
+    return hmac.compare_digest(token_hash(url_token).encode(), expected.encode())
 
 
 def receive(
-    runtime: Runtime, provider: Provider, connection_id: str, inbound: InboundRequest
+    runtime: Runtime,
+    provider: Provider,
+    connection_id: str,
+    inbound: InboundRequest,
+    parser: WebhookParser,
+    url_token: str | None = None,
 ) -> Response:
-    """Verify, store each new event once, enqueue its deal's review after the commit."""
+    """Verify, store each new event once, enqueue its deal's review after the commit.
+
+    ``url_token`` is the secret path segment of an endpoint authenticated by its
+    URL (Salesforce Outbound Messages); a wrong one gets the same 404 as an
+    unknown connection. The reply is the parser's (``WebhookParse.reply_body``).
+    """
     with runtime.sessions() as session:
         connection = session.get(Connection, connection_id)
-        if connection is None or connection.provider != provider:
+        if (
+            connection is None
+            or connection.provider != provider
+            or not _url_token_ok(connection, url_token)
+        ):
             raise Problem(404, "no such webhook endpoint")
-        parser = webhook_parser_for(provider.value)
         try:
             parsed = parser(
                 inbound,
@@ -76,9 +141,13 @@ def receive(
             raise Problem(exc.status, str(exc)) from None
         stored = store_events(session, connection, parsed.events, inbound.headers, inbound.body)
         if connection.status == ConnectionStatus.ACTIVE and stored.new_deal_ids:
-            enqueue_reviews(
-                runtime.settings.webhook_coalesce_seconds, connection.id, stored.new_deal_ids
-            )
+            try:
+                enqueue_reviews(
+                    runtime.settings.webhook_coalesce_seconds, connection.id, stored.new_deal_ids
+                )
+            except Exception:
+                # The events are committed: the reconciler rings their doorbell later.
+                logger.exception("enqueueing reviews for %s failed", connection_id)
     return Response(
         content=parsed.reply_body or b'{"status":"ok"}',
         media_type=parsed.reply_content_type,

@@ -60,6 +60,9 @@ class WriteBack(Base):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Set while a sender holds the row (its lease); results are recorded only by the
+    holder of the claim (``attempts`` as the claim's version)."""
     last_error: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

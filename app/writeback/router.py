@@ -11,7 +11,7 @@ from app.api.deps import AdminKey, ReadKey, SessionDep, page_of
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.jobs import enqueue_after_commit
 from app.writeback.models import WriteBack, WriteBackState
-from app.writeback.service import retry_now
+from app.writeback.service import BeingSent, retry_now
 from app.writeback.tasks import send_writebacks
 
 router = APIRouter(prefix="/api/v1/writebacks", tags=["write-backs"], responses=PROBLEM_RESPONSES)
@@ -28,6 +28,7 @@ def writeback_out(row: WriteBack) -> dict[str, Any]:
         "state": str(row.state),
         "attempts": row.attempts,
         "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+        "claimed_until": row.claimed_until.isoformat() if row.claimed_until else None,
         "last_error": row.last_error,
         "external_id": row.external_id,
         "created_at": row.created_at.isoformat(),
@@ -73,7 +74,7 @@ def retry(writeback_id: str, session: SessionDep, key: AdminKey) -> dict[str, An
     row = _writeback(session, key, writeback_id)
     try:
         retry_now(session, row)
-    except ValueError as exc:
+    except (ValueError, BeingSent) as exc:
         raise Problem(409, str(exc)) from None
     enqueue_after_commit(session, send_writebacks, row.connection_id)
     session.commit()

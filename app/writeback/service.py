@@ -1,23 +1,28 @@
 """The write-back outbox: exactly one effect on the CRM per intended note.
 
-1. A review creates one row per target with a unique ``dedupe_key`` (connection,
-   deal, target, marker): inserting it claims the write; the same review
-   content never gets a second row.
-2. A sender *claims* due rows (``attempts`` + 1 and a lease in
-   ``next_attempt_at``, guarded by the attempts it read, so two senders cannot
-   claim one row) and commits before calling the CRM.
-3. A row claimed before (``attempts`` > 1) may have reached the CRM without
-   being recorded (a crash between the two): the sender looks its marker up
-   in the CRM first and records what it finds instead of writing again.
-4. Results: ``written`` with the external id; ``failed`` with a jittered
-   exponential backoff; ``dead`` after :data:`MAX_ATTEMPTS` or an error that
-   retrying cannot fix. Only the failed items of a batch are retried.
+1. A review creates one row per target with a unique ``dedupe_key``
+   (connection, deal, target, marker): inserting it claims the write; the same
+   review content never gets a second row. Each target has its own marker, so
+   a note and a task of one review are told apart in the CRM.
+2. A sender *claims* due rows: ``attempts`` + 1 (the claim's version) and a
+   lease in ``claimed_until`` (and ``next_attempt_at``), guarded by the attempts
+   it read, so two senders cannot claim one row; it commits before calling the CRM.
+3. A row that may have been sent before (``attempts`` > 1) is first looked up
+   in the CRM by its marker: a crash between "the CRM wrote it" and "we
+   recorded it" is found, and recorded instead of written again.
+4. Results are recorded only while the claim is still the sender's (``WHERE
+   attempts = <claimed>``): a sender that outlived its lease changes nothing.
+   ``written`` with the external id; ``failed`` with a jittered exponential
+   backoff; ``dead`` for errors that retrying cannot fix, or once a row has
+   been failing for :data:`GIVE_UP_AFTER`. Only the failed items of a batch
+   are retried.
 
 Services flush; the task that calls them owns the transactions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,22 +38,25 @@ from integrations.base import (
     CrmProvider,
     InvalidRequestError,
     NoteRequest,
-    NoteResult,
     NotFoundError,
     ProviderError,
     RetriableError,
 )
 
-#: A claimed row is someone's for this long; after it, the reconciler may take it over.
-CLAIM_LEASE = timedelta(minutes=5)
-MAX_ATTEMPTS = 8
+#: A claimed row is its sender's for this long; after it, another sender may take over.
+#: One batch is one or two CRM calls (30 s read timeout each) plus marker lookups.
+CLAIM_LEASE = timedelta(minutes=15)
+#: A row still failing this long after it was created is given up on (``dead``).
+GIVE_UP_AFTER = timedelta(hours=48)
 BASE_BACKOFF_SECONDS = 30.0
-MAX_BACKOFF_SECONDS = 6 * 3600.0
+MAX_BACKOFF_SECONDS = 3600.0
 _DUE_STATES = (WriteBackState.PENDING, WriteBackState.FAILED)
 
 
 def dedupe_key(connection_id: str, deal_id: str, target: str, marker: str) -> str:
-    return f"{connection_id}:{target}:{marker}:{deal_id}"[:255]
+    """Unique per intended write; hashed so that long CRM ids never get truncated."""
+    digest = hashlib.sha256(f"{connection_id}|{deal_id}|{target}|{marker}".encode()).hexdigest()
+    return f"{target}:{digest}"
 
 
 def add_writeback(
@@ -103,9 +111,18 @@ def due_connection_ids(session: Session, now: datetime) -> list[str]:
     return list(session.scalars(query))
 
 
-def claim(session: Session, rows: Sequence[WriteBack], now: datetime) -> list[WriteBack]:
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A row a sender holds: ``attempts`` is the claim's version."""
+
+    id: str
+    attempts: int
+
+
+def claim(session: Session, rows: Sequence[WriteBack], now: datetime) -> list[Claim]:
     """Claim rows for sending: only those no one else claimed since they were read."""
     claimed = []
+    lease_end = now + CLAIM_LEASE
     for row in rows:
         result = session.execute(
             update(WriteBack)
@@ -114,12 +131,11 @@ def claim(session: Session, rows: Sequence[WriteBack], now: datetime) -> list[Wr
                 WriteBack.attempts == row.attempts,
                 WriteBack.state.in_(_DUE_STATES),
             )
-            .values(attempts=row.attempts + 1, next_attempt_at=now + CLAIM_LEASE)
+            .values(attempts=row.attempts + 1, next_attempt_at=lease_end, claimed_until=lease_end)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
-            session.refresh(row)
-            claimed.append(row)
+            claimed.append(Claim(row.id, row.attempts + 1))
     return claimed
 
 
@@ -130,32 +146,75 @@ def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
     return timedelta(seconds=max(delay, retry_after or 0.0))
 
 
-def mark_written(row: WriteBack, external_id: str | None, now: datetime) -> None:
-    row.state = WriteBackState.WRITTEN
-    row.external_id = external_id
-    row.written_at = now
-    row.next_attempt_at = None
-    row.last_error = None
-
-
-def mark_failed(row: WriteBack, error: ProviderError, now: datetime) -> None:
-    """Failed now: retried later, or dead when retrying cannot help."""
-    row.last_error = f"{type(error).__name__}: {error}"[:2000]
-    hopeless = isinstance(error, InvalidRequestError | NotFoundError)
-    if hopeless or row.attempts >= MAX_ATTEMPTS:
-        row.state = WriteBackState.DEAD
-        row.next_attempt_at = None
-        return
-    row.state = WriteBackState.FAILED
-    retry_after = error.retry_after if isinstance(error, RetriableError) else None
-    row.next_attempt_at = now + backoff(row.attempts, retry_after)
-
-
 @dataclass(frozen=True, slots=True)
-class SendOutcome:
-    written: int
-    recovered: int
-    failed: int
+class Outcome:
+    """What happened to one claimed row."""
+
+    claim: Claim
+    external_id: str | None = None
+    error: ProviderError | None = None
+    recovered: bool = False
+
+
+def _guarded(session: Session, claim_: Claim, **values: object) -> bool:
+    """Update the row only if the claim is still ours (no one re-claimed it)."""
+    result = session.execute(
+        update(WriteBack)
+        .where(WriteBack.id == claim_.id, WriteBack.attempts == claim_.attempts)
+        .values(claimed_until=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def record(session: Session, outcomes: Sequence[Outcome], now: datetime) -> tuple[int, int, int]:
+    """Record each outcome on its row, if the claim is still ours. (written, recovered, failed)."""
+    written = recovered = failed = 0
+    for outcome in outcomes:
+        if outcome.error is None:
+            if _guarded(
+                session,
+                outcome.claim,
+                state=WriteBackState.WRITTEN,
+                external_id=outcome.external_id,
+                written_at=now,
+                next_attempt_at=None,
+                last_error=None,
+            ):
+                recovered += outcome.recovered
+                written += not outcome.recovered
+            continue
+        row = session.get(WriteBack, outcome.claim.id)
+        if row is None:
+            continue
+        error = outcome.error
+        hopeless = isinstance(error, InvalidRequestError | NotFoundError)
+        too_old = now - row.created_at >= GIVE_UP_AFTER
+        retry_after = error.retry_after if isinstance(error, RetriableError) else None
+        dead = hopeless or too_old
+        if _guarded(
+            session,
+            outcome.claim,
+            state=WriteBackState.DEAD if dead else WriteBackState.FAILED,
+            last_error=f"{type(error).__name__}: {error}"[:2000],
+            next_attempt_at=None if dead else now + backoff(outcome.claim.attempts, retry_after),
+        ):
+            failed += 1
+    session.flush()
+    return written, recovered, failed
+
+
+def release(session: Session, claims: Sequence[Claim], delay: timedelta, error: str) -> None:
+    """Claimed rows not sent (the whole call failed): due again after ``delay``."""
+    for claim_ in claims:
+        _guarded(
+            session,
+            claim_,
+            state=WriteBackState.FAILED,
+            last_error=error[:2000],
+            next_attempt_at=utcnow() + delay,
+        )
+    session.flush()
 
 
 def note_request(row: WriteBack) -> NoteRequest:
@@ -170,60 +229,76 @@ def note_request(row: WriteBack) -> NoteRequest:
     )
 
 
-def send(provider: CrmProvider, rows: Sequence[WriteBack], now: datetime) -> SendOutcome:
-    """Send claimed rows through the provider and record each result on its row.
+def send(
+    provider: CrmProvider, rows: Sequence[WriteBack], claims: Sequence[Claim]
+) -> list[Outcome]:
+    """Send claimed rows through the provider; one outcome per row.
 
-    Rows claimed before are looked up by marker first. Notes and tasks go in one
-    batch call; summary fields one call per deal. ``AuthError`` and a
-    whole-call ``RetriableError`` are raised for the task to handle (the rows
-    stay claimed and are retried after the lease).
+    Rows that may have been sent before are looked up by marker first. Notes
+    and tasks go in one batch call (results in the batch's order); summary
+    fields one call per deal. ``AuthError`` and a whole-call ``RetriableError``
+    are raised for the task, which releases the claims; any other error of
+    the whole call fails every row of it.
     """
-    written = recovered = failed = 0
+    claim_of = {claim_.id: claim_ for claim_ in claims}
+    outcomes: list[Outcome] = []
     to_write: list[WriteBack] = []
     for row in rows:
-        if row.target == WriteBackTarget.SUMMARY_FIELDS:
-            try:
+        claim_ = claim_of[row.id]
+        try:
+            if row.target == WriteBackTarget.SUMMARY_FIELDS:
                 fields = row.payload.get("fields", {})
                 provider.update_summary(
                     row.deal_external_id, {k: str(v) for k, v in fields.items()}
                 )
-            except (AuthError, RetriableError):
-                raise
-            except ProviderError as exc:
-                mark_failed(row, exc, now)
-                failed += 1
-            else:
-                mark_written(row, None, now)
-                written += 1
-            continue
-        if row.attempts > 1:
-            found = provider.find_note(row.deal_external_id, row.marker)
-            if found is not None:
-                mark_written(row, found, now)
-                recovered += 1
+                outcomes.append(Outcome(claim_))
                 continue
+            if claim_.attempts > 1:
+                found = provider.find_note(row.deal_external_id, row.marker)
+                if found is not None:
+                    outcomes.append(Outcome(claim_, external_id=found, recovered=True))
+                    continue
+        except (AuthError, RetriableError):
+            raise
+        except ProviderError as exc:
+            outcomes.append(Outcome(claim_, error=exc))
+            continue
         to_write.append(row)
     if to_write:
-        results: list[NoteResult] = provider.write_notes([note_request(r) for r in to_write])
-        by_marker = {result.marker: result for result in results}
-        for row in to_write:
-            result = by_marker.get(row.marker)
-            if result is None:
-                mark_failed(row, ProviderError("the CRM returned no result for this note"), now)
-                failed += 1
+        try:
+            results = provider.write_notes([note_request(r) for r in to_write])
+        except (AuthError, RetriableError):
+            raise
+        except ProviderError as exc:
+            outcomes.extend(Outcome(claim_of[r.id], error=exc) for r in to_write)
+            return outcomes
+        for index, row in enumerate(to_write):
+            result = results[index] if index < len(results) else None
+            if result is None or result.marker != row.marker:
+                error = ProviderError("the CRM's answer does not match the batch")
+                outcomes.append(Outcome(claim_of[row.id], error=error))
             elif result.error is None:
-                mark_written(row, result.external_id, now)
-                written += 1
+                outcomes.append(Outcome(claim_of[row.id], external_id=result.external_id))
             else:
-                mark_failed(row, result.error, now)
-                failed += 1
-    return SendOutcome(written=written, recovered=recovered, failed=failed)
+                outcomes.append(Outcome(claim_of[row.id], error=result.error))
+    return outcomes
+
+
+class BeingSent(Exception):
+    """The write-back is claimed by a sender right now."""
 
 
 def retry_now(session: Session, row: WriteBack) -> None:
-    """An admin's retry: a failed or dead row becomes due now (attempts kept)."""
+    """An admin's retry: a failed or dead row becomes due now (attempts kept).
+
+    Raises:
+        ValueError: it was already written.
+        BeingSent: a sender holds it now.
+    """
     if row.state == WriteBackState.WRITTEN:
         raise ValueError("this write-back was already written")
+    if row.claimed_until is not None and row.claimed_until > utcnow():
+        raise BeingSent("this write-back is being sent right now")
     row.state = WriteBackState.FAILED if row.attempts else WriteBackState.PENDING
     row.next_attempt_at = utcnow()
     session.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.connections.models import Connection, ConnectionStatus
 from app.connections.runner import Parked, park, refresh_once
@@ -15,7 +15,7 @@ from app.jobs import task
 from app.ratelimit import pause, paused_for
 from app.runtime import Runtime, get_runtime
 from app.writeback.models import WriteBack
-from app.writeback.service import claim, due_writebacks, send
+from app.writeback.service import Claim, claim, due_writebacks, record, release, send
 from integrations.base import AuthError, RetriableError
 from integrations.registry import provider_for
 
@@ -24,15 +24,10 @@ DEFAULT_RETRY_SECONDS = 30.0
 MAX_BATCHES_PER_RUN = 50
 
 
-def _release(runtime: Runtime, ids: list[str], delay: float) -> None:
-    """Rows claimed but not sent: due again after ``delay`` instead of the lease."""
+def _release(runtime: Runtime, claims: list[Claim], delay: float, error: str) -> None:
+    """Claimed rows not sent: due again after ``delay`` instead of the lease's end."""
     with session_scope(runtime.sessions) as session:
-        session.execute(
-            update(WriteBack)
-            .where(WriteBack.id.in_(ids))
-            .values(next_attempt_at=utcnow() + timedelta(seconds=delay))
-            .execution_options(synchronize_session=False)
-        )
+        release(session, claims, timedelta(seconds=delay), error)
 
 
 @task()
@@ -40,9 +35,10 @@ def send_writebacks(connection_id: str) -> None:
     """Send every due write-back of the connection, batch after batch.
 
     Each batch is claimed and committed before the CRM call (see
-    ``app/writeback/service.py``); results are recorded in a second transaction.
-    A crash in between leaves claimed rows that the reconciler retries after
-    the lease, looking the marker up before writing again.
+    ``app/writeback/service.py``); results are recorded in a second
+    transaction, only while the claims are still ours. A crash in between
+    leaves claimed rows that another sender takes over after the lease,
+    looking the marker up before writing again.
     """
     runtime = get_runtime()
     batch_size = runtime.settings.write_batch_size
@@ -58,23 +54,24 @@ def send_writebacks(connection_id: str) -> None:
                 return
             stale = connection.credentials_encrypted
             context = context_for(runtime.box, connection)
-            due = due_writebacks(session, connection_id, now, batch_size)
-            ids = [row.id for row in claim(session, due, now)]
-        if not ids:
+            claims = claim(session, due_writebacks(session, connection_id, now, batch_size), now)
+        if not claims:
             return
         try:
             with session_scope(runtime.sessions) as session:
+                ids = [c.id for c in claims]
                 rows = list(session.scalars(select(WriteBack).where(WriteBack.id.in_(ids))))
-                outcome = send(provider_for(context), rows, utcnow())
+                outcomes = send(provider_for(context), rows, claims)
+                written, recovered, failed = record(session, outcomes, utcnow())
             logger.info(
                 "connection %s: %d written, %d recovered, %d failed",
                 connection_id,
-                outcome.written,
-                outcome.recovered,
-                outcome.failed,
+                written,
+                recovered,
+                failed,
             )
         except AuthError as exc:
-            _release(runtime, ids, 0)
+            _release(runtime, claims, 0, f"AuthError: {exc}")
             if not exc.refreshable:
                 park(runtime, connection_id, str(exc))
                 return
@@ -82,9 +79,20 @@ def send_writebacks(connection_id: str) -> None:
                 refresh_once(runtime, connection_id, stale)
             except Parked:
                 return
+            except RetriableError as retry:
+                send_writebacks.enqueue_in(
+                    retry.retry_after or DEFAULT_RETRY_SECONDS, connection_id
+                )
+                return
         except RetriableError as exc:
             delay = exc.retry_after or DEFAULT_RETRY_SECONDS
             pause(connection_id, delay)
-            _release(runtime, ids, delay)
+            _release(runtime, claims, delay, f"{type(exc).__name__}: {exc}")
             send_writebacks.enqueue_in(delay, connection_id)
+            return
+        except Exception as exc:
+            # A bug or an unexpected failure must not strand the claimed rows: they
+            # go back to the queue with a backoff and the error on them.
+            logger.exception("connection %s: sending write-backs failed", connection_id)
+            _release(runtime, claims, DEFAULT_RETRY_SECONDS, f"{type(exc).__name__}: {exc}")
             return

@@ -738,7 +738,7 @@ def test_registry_builds_the_fake(fake_crm: FakeCrm) -> None:
     assert webhook_parser_for(ProviderKind.FAKE) is parse_fake_webhook
 
 
-@pytest.mark.parametrize("kind", ["salesforce", "hubspot", "zoho", ""])
+@pytest.mark.parametrize("kind", ["hubspot", "zoho", ""])
 def test_registry_refuses_kinds_without_an_adapter(fake_crm: FakeCrm, kind: str) -> None:
     context = replace(fake_crm.context(), provider=kind)
     with pytest.raises(NotImplementedError, match=repr(kind) if kind in {"zoho", ""} else kind):
