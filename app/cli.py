@@ -425,7 +425,7 @@ def bench(deals: int, seed: int, results: Path, markdown: Path) -> None:
     "Default: on with the SQLite queue, off with Redis/PostgreSQL (run `dealcoach worker`).",
 )
 def serve(host: str, port: int, embedded_worker: bool | None) -> None:
-    """Run the HTTP service (today: health probes; the admin API comes next)."""
+    """Run the HTTP service: the admin API, the CRM webhooks, and (by default) the worker."""
     import uvicorn
 
     from app.main import create_app

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from app.connections.models import Provider as ProviderKind
 from integrations.base import ConnectionContext, CrmProvider, WebhookParser
 from integrations.fake import FakeProvider, parse_fake_webhook
+from integrations.salesforce.adapter import SalesforceProvider
 from integrations.salesforce.webhooks import parse_outbound_message, parse_signed_json
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "WEBHOOK_CHANNEL_PARSERS",
     "WEBHOOK_PARSERS",
     "ProviderKind",
+    "is_supported",
     "provider_for",
     "webhook_parser_for",
 ]
@@ -31,6 +33,7 @@ ProviderFactory = Callable[[ConnectionContext], CrmProvider]
 #: The adapters that exist, by kind.
 PROVIDERS: dict[ProviderKind, ProviderFactory] = {
     ProviderKind.FAKE: FakeProvider,
+    ProviderKind.SALESFORCE: SalesforceProvider,
 }
 
 #: The webhook parsers that exist, by kind.
@@ -51,6 +54,15 @@ def _kind(kind: str) -> ProviderKind:
     except ValueError:
         known = ", ".join(member.value for member in ProviderKind)
         raise NotImplementedError(f"unknown CRM provider {kind!r} (known: {known})") from None
+
+
+def is_supported(kind: str) -> bool:
+    """Whether the service can work with this kind yet: an adapter or a webhook parser."""
+    try:
+        resolved = _kind(kind)
+    except NotImplementedError:
+        return False
+    return resolved in PROVIDERS or resolved in WEBHOOK_PARSERS
 
 
 def provider_for(context: ConnectionContext) -> CrmProvider:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.admin.keys import authenticate
@@ -78,12 +79,22 @@ def _principal(request: Request, session: Session) -> Principal:
     )
 
 
-def read_access(request: Request, session: SessionDep) -> Principal:
+#: Declares the bearer scheme in the OpenAPI document (the Authorize button of /docs);
+#: the key itself is checked by :func:`_principal`, which answers in problem+json.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `dealcoach apikey create`.",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def read_access(request: Request, session: SessionDep, _: BearerDep) -> Principal:
     """Any valid key (``read`` or ``admin``)."""
     return _principal(request, session)
 
 
-def admin_access(request: Request, session: SessionDep) -> Principal:
+def admin_access(request: Request, session: SessionDep, _: BearerDep) -> Principal:
     """A valid ``admin`` key; a ``read`` key gets 403."""
     principal = _principal(request, session)
     if principal.scope != ApiKeyScope.ADMIN:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.connections.models import ConnectionStatus, Provider
 
@@ -21,7 +21,15 @@ class ConnectionSettings(BaseModel):
     writeback_targets: list[WritebackTargetName] = Field(default=["note"], max_length=3)
     writeback_mode: Literal["auto", "off"] = "auto"
     sync_interval_minutes: int | None = Field(None, ge=1, le=1440)
-    page_size: int | None = Field(None, ge=1, le=2000)
+
+    @field_validator("writeback_targets")
+    @classmethod
+    def _distinct_targets(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each write-back target once")
+        return value
+
+    page_size: int | None = Field(None, ge=1, le=1000)
 
 
 class ConnectionCreate(BaseModel):

@@ -28,6 +28,7 @@ from app.db import new_id
 from app.security.crypto import SecretBox
 from app.security.urls import validate_instance_url
 from integrations.base import ConnectionContext
+from integrations.registry import is_supported
 
 
 class ConnectionConflict(ValueError):
@@ -67,6 +68,11 @@ def create_connection(
 ) -> Connection:
     """Raises ValueError (InstanceUrlError) for a refused URL, ConnectionConflict for a twin."""
     instance_url = _checked_url(data.provider, data.instance_url, settings)
+    if not is_supported(data.provider.value):
+        raise ValueError(
+            f"provider: {data.provider.value} is not supported yet (no adapter has been built)"
+        )
+    check_settings(session, data.settings.model_dump(exclude_none=True))
     twin = session.scalar(
         select(Connection.id).where(
             Connection.provider == data.provider,
@@ -105,9 +111,24 @@ def update_connection(
             Provider(connection.provider), data.instance_url, settings
         )
     if data.settings is not None:
-        connection.settings = data.settings.model_dump(exclude_none=True)
+        changes = data.settings.model_dump(exclude_unset=True)
+        merged = {**(connection.settings or {}), **changes}
+        connection.settings = {k: v for k, v in merged.items() if v is not None}
+        check_settings(session, connection.settings)
     session.flush()
     return connection
+
+
+def check_settings(session: Session, settings: Mapping[str, Any]) -> None:
+    """Settings that name things must name things that exist (ValueError naming the field)."""
+    from app.coaching.playbook import PlaybookError
+    from app.playbooks.service import compiled_playbook
+
+    name = str(settings.get("playbook", "meddpicc"))
+    try:
+        compiled_playbook(session, name)
+    except PlaybookError:
+        raise ValueError(f"settings.playbook: no playbook named {name!r}") from None
 
 
 def update_credentials(

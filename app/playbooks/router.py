@@ -9,7 +9,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from app.api.deps import AdminKey, ReadKey, SessionDep
+from app.api.deps import AdminKey, Principal, ReadKey, SessionDep
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.coaching.engine import review_deal
 from app.coaching.playbook import BUILT_IN_PLAYBOOKS, PlaybookError, load_playbook_text
@@ -52,6 +52,12 @@ def playbook_out(row: PlaybookRow) -> dict[str, Any]:
     }
 
 
+def _require_unlimited(key: Principal) -> None:
+    """Stored playbooks serve every connection: keys limited to some may not change them."""
+    if key.connection_ids is not None:
+        raise Problem(403, "a key limited to some connections cannot change shared playbooks")
+
+
 def _invalid(exc: PlaybookError) -> Problem:
     return Problem(422, str(exc), errors=[{"field": "source_yaml", "message": str(exc)}])
 
@@ -78,6 +84,7 @@ def validate(body: PlaybookSource, key: ReadKey) -> dict[str, Any]:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create(body: PlaybookSource, session: SessionDep, key: AdminKey) -> dict[str, Any]:
+    _require_unlimited(key)
 
     try:
         playbook = load_playbook_text(body.source_yaml, "<request>")
@@ -115,6 +122,7 @@ def get(name: str, session: SessionDep, key: ReadKey) -> dict[str, Any]:
 @router.put("/{name}")
 def update(name: str, body: PlaybookSource, session: SessionDep, key: AdminKey) -> dict[str, Any]:
     """Replace a stored playbook's YAML; its version goes up by one unless the YAML raises it."""
+    _require_unlimited(key)
     row = get_playbook_row(session, name)
     if row is None:
         raise Problem(

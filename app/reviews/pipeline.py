@@ -165,6 +165,28 @@ def fetch_and_review(
     again: None. Raises whatever the provider raises (integrations.base).
     """
     deal = provider.fetch_deal(deal_id)
+    return store_and_review(
+        session,
+        connection,
+        deal,
+        trigger=trigger,
+        as_of=as_of,
+        dry_run=dry_run,
+        skip_unchanged=skip_unchanged,
+    )
+
+
+def store_and_review(
+    session: Session,
+    connection: Connection,
+    deal: DealSnapshot,
+    *,
+    trigger: ReviewTrigger,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+    skip_unchanged: bool = False,
+) -> PipelineResult | None:
+    """Store a freshly fetched deal and review it (see :func:`fetch_and_review`)."""
     stored = store_snapshot(session, connection.id, deal)
     if skip_unchanged and not stored.changed and already_reviewed(session, connection, deal):
         return None

@@ -13,15 +13,21 @@ from app.db import session_scope
 from app.jobs import enqueue_after_commit, task
 from app.ratelimit import pause, paused_for
 from app.reviews.models import ReviewTrigger
-from app.reviews.pipeline import fetch_and_review
+from app.reviews.pipeline import store_and_review
 from app.runtime import get_runtime
 from app.webhooks.models import DeliveryStatus
-from app.webhooks.service import claim_deal_events, mark_deal_events
+from app.webhooks.service import (
+    claim_deal_events,
+    has_received_events,
+    mark_deal_events,
+    record_deal_failure,
+)
 from app.writeback.tasks import send_writebacks
 from integrations.base import CrmProvider, InvalidRequestError, NotFoundError, RetriableError
 
 logger = logging.getLogger(__name__)
 DEFAULT_RETRY_SECONDS = 30.0
+MAX_EVENT_ATTEMPTS = 10
 #: Connections whose provider has no adapter yet, already logged by this process.
 _NO_ADAPTER_LOGGED: set[str] = set()
 _NO_ADAPTER_LOCK = threading.Lock()
@@ -51,16 +57,17 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
         return
 
     def work(session: Session, connection: Connection, provider: CrmProvider) -> int:
+        if not has_received_events(session, connection.id, deal_id):
+            return 0  # another run reviewed them already
+        # Fetch with no transaction open: on SQLite a write lock held across the
+        # CRM call would stall every other writer (the webhook receiver first).
+        session.commit()
+        deal = provider.fetch_deal(deal_id)
         claimed = claim_deal_events(session, connection.id, deal_id)
         if not claimed:
             return 0
-        result = fetch_and_review(
-            session,
-            connection,
-            provider,
-            deal_id,
-            trigger=ReviewTrigger.WEBHOOK,
-            skip_unchanged=True,
+        result = store_and_review(
+            session, connection, deal, trigger=ReviewTrigger.WEBHOOK, skip_unchanged=True
         )
         if result is not None and result.writebacks:
             enqueue_after_commit(session, send_writebacks, connection.id)
@@ -86,3 +93,12 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
                 session, claimed, DeliveryStatus.FAILED, f"{type(exc).__name__}: {exc}"
             )
         logger.warning("review of deal %s failed for good: %s", deal_id, exc)
+    except Exception as exc:
+        # A bug, a bad playbook, a record the mapping refuses: the events stay
+        # received (the reconciler retries them) with the error and a count on
+        # them, and fail for good after MAX_EVENT_ATTEMPTS tries.
+        logger.exception("review of deal %s failed", deal_id)
+        with session_scope(runtime.sessions) as session:
+            record_deal_failure(
+                session, connection_id, deal_id, f"{type(exc).__name__}: {exc}", MAX_EVENT_ATTEMPTS
+            )

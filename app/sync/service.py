@@ -85,7 +85,11 @@ def sync_connection(
                 session.delete(row)
                 report.deleted += 1
         if page.watermark is not None:
-            connection.sync_watermark = {"watermark": page.watermark}
+            # Merge: the same JSON holds the sync's lease (``running_until``).
+            connection.sync_watermark = {
+                **(connection.sync_watermark or {}),
+                "watermark": page.watermark,
+            }
         connection.last_synced_at = utcnow()
         session.flush()
         commit()

@@ -96,6 +96,9 @@ def sync_connection_task(connection_id: str) -> None:
         )
     except Parked as parked:
         logger.info("sync of %s waits: %s", connection_id, parked)
+    except NotImplementedError as exc:
+        # No adapter for this CRM yet: nothing to sync; say so once on the connection.
+        _note_error(connection_id, f"sync waits for an adapter: {exc}")
     except RetriableError as exc:
         delay = exc.retry_after or DEFAULT_RETRY_SECONDS
         pause(connection_id, delay)

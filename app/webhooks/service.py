@@ -92,19 +92,39 @@ def store_events(
     return StoredEvents(tuple(new), duplicates)
 
 
-def claim_deal_events(session: Session, connection_id: str, deal_id: str) -> list[WebhookDelivery]:
-    """Mark every received delivery of this deal as processed (by this review)."""
+def _received_rows(session: Session, connection_id: str, deal_id: str) -> list[WebhookDelivery]:
     rows = session.scalars(
         select(WebhookDelivery).where(
             WebhookDelivery.connection_id == connection_id,
             WebhookDelivery.status == DeliveryStatus.RECEIVED,
         )
     ).all()
+    return [row for row in rows if deal_id in (row.deal_external_ids or [])]
+
+
+def has_received_events(session: Session, connection_id: str, deal_id: str) -> bool:
+    """Whether any delivery about this deal waits to be reviewed."""
+    return bool(_received_rows(session, connection_id, deal_id))
+
+
+def record_deal_failure(
+    session: Session, connection_id: str, deal_id: str, error: str, max_attempts: int
+) -> None:
+    """Note a failed review on the deal's waiting deliveries; fail them after ``max_attempts``."""
+    for row in _received_rows(session, connection_id, deal_id):
+        row.attempts += 1
+        row.error = error[:2000]
+        if row.attempts >= max_attempts:
+            row.status = DeliveryStatus.FAILED
+            row.processed_at = utcnow()
+    session.flush()
+
+
+def claim_deal_events(session: Session, connection_id: str, deal_id: str) -> list[WebhookDelivery]:
+    """Mark every received delivery of this deal as processed (by this review)."""
     now = utcnow()
     claimed = []
-    for row in rows:
-        if deal_id not in (row.deal_external_ids or []):
-            continue
+    for row in _received_rows(session, connection_id, deal_id):
         result = session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == row.id, WebhookDelivery.status == DeliveryStatus.RECEIVED)

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.admin.keys import create_api_key
 from app.bench import generate_deals
 from app.coaching.snapshot import DealSnapshot
 from app.config import Settings
+from app.connections.models import Connection
 from app.db import session_scope
 from app.jobs import configure_queue, reset_queue
 from app.main import create_app
@@ -77,6 +78,14 @@ class Service:
         assert response.status_code == 201, response.text
         connection_id = str(response.json()["id"])
         self.crms[connection_id] = crm
+        # Tests drive syncs themselves: keep the reconciler from starting the
+        # first sync of this new connection at a moment of its own choosing.
+        with session_scope(self.runtime.sessions) as session:
+            session.execute(
+                update(Connection)
+                .where(Connection.id == connection_id)
+                .values(last_synced_at=datetime.now(UTC))
+            )
         return connection_id, crm
 
     def webhook_body(self, *events: tuple[str, str]) -> bytes:

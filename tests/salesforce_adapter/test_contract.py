@@ -1,0 +1,23 @@
+"""The provider contract on the Salesforce adapter, against the emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from integrations.base import CrmProvider
+from tests.contract.suite import CrmHandle, ProviderContract
+from tests.salesforce_adapter.conftest import EmulatorHandle, ProviderFactory, RetryAfterEmulator
+
+
+class TestSalesforceProvider(ProviderContract):
+    @pytest.fixture
+    def crm(self, emulator: RetryAfterEmulator) -> CrmHandle:
+        return EmulatorHandle(emulator)
+
+    @pytest.fixture
+    def provider(
+        self, crm: CrmHandle, provider_settings: dict[str, Any], make_provider: ProviderFactory
+    ) -> CrmProvider:
+        return make_provider(settings=provider_settings)
