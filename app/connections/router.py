@@ -27,8 +27,11 @@ from app.connections.service import (
     update_credentials,
 )
 from app.jobs import enqueue_after_commit
+from app.reviews.tasks import review_deal_events
 from app.security.urls import InstanceUrlError
 from app.sync.tasks import sync_connection_task
+from app.webhooks.service import waiting_deal_ids
+from app.writeback.tasks import send_writebacks
 from integrations.base import ProviderError
 
 router = APIRouter(prefix="/api/v1/connections", tags=["connections"], responses=PROBLEM_RESPONSES)
@@ -39,6 +42,15 @@ def get_connection(session: SessionDep, principal: Principal, connection_id: str
     if connection is None or not principal.can_see(connection.id):
         raise Problem(404, "no such connection")
     return connection
+
+
+def _wake_waiting_work(session: SessionDep, connection: Connection) -> None:
+    """An active connection again: its waiting events and notes go now, after the commit."""
+    if connection.status != ConnectionStatus.ACTIVE:
+        return
+    for deal_id in waiting_deal_ids(session, connection.id):
+        enqueue_after_commit(session, review_deal_events, connection.id, deal_id)
+    enqueue_after_commit(session, send_writebacks, connection.id)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ConnectionOut)
@@ -128,6 +140,7 @@ def replace_credentials(
             422, str(exc), errors=[{"field": "credentials", "message": str(exc)}]
         ) from None
     update_credentials(session, runtime.box, connection, body)
+    _wake_waiting_work(session, connection)
     session.commit()
     return to_out(runtime.box, connection, runtime.settings)
 
@@ -150,6 +163,7 @@ def resume_connection(
     if connection.status == ConnectionStatus.NEEDS_REAUTH:
         raise Problem(409, "the connection needs new credentials: PUT .../credentials")
     set_status(session, connection, ConnectionStatus.ACTIVE)
+    _wake_waiting_work(session, connection)
     session.commit()
     return to_out(runtime.box, connection, runtime.settings)
 

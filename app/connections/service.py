@@ -28,7 +28,6 @@ from app.db import new_id
 from app.security.crypto import SecretBox
 from app.security.urls import validate_instance_url
 from integrations.base import ConnectionContext
-from integrations.registry import is_supported
 
 
 class ConnectionConflict(ValueError):
@@ -68,10 +67,6 @@ def create_connection(
 ) -> Connection:
     """Raises ValueError (InstanceUrlError) for a refused URL, ConnectionConflict for a twin."""
     instance_url = _checked_url(data.provider, data.instance_url, settings)
-    if not is_supported(data.provider.value):
-        raise ValueError(
-            f"provider: {data.provider.value} is not supported yet (no adapter has been built)"
-        )
     check_settings(session, data.settings.model_dump(exclude_none=True))
     twin = session.scalar(
         select(Connection.id).where(

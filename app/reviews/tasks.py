@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.connections.models import Connection
 from app.connections.runner import Parked, with_provider
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.jobs import enqueue_after_commit, task
 from app.ratelimit import pause, paused_for
 from app.reviews.models import ReviewTrigger
@@ -62,13 +62,23 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
         # Fetch with no transaction open: on SQLite a write lock held across the
         # CRM call would stall every other writer (the webhook receiver first).
         session.commit()
+        fetched_at = utcnow()
         deal = provider.fetch_deal(deal_id)
-        claimed = claim_deal_events(session, connection.id, deal_id)
+        claimed = claim_deal_events(session, connection.id, deal_id, received_by=fetched_at)
         if not claimed:
             return 0
         result = store_and_review(
             session, connection, deal, trigger=ReviewTrigger.WEBHOOK, skip_unchanged=True
         )
+        if has_received_events(session, connection.id, deal_id):
+            # Events that arrived during the fetch: one more review, after the window.
+            enqueue_after_commit(
+                session,
+                review_deal_events.enqueue_in,
+                runtime.settings.webhook_coalesce_seconds,
+                connection.id,
+                deal_id,
+            )
         if result is not None and result.writebacks:
             enqueue_after_commit(session, send_writebacks, connection.id)
         return len(claimed)

@@ -25,7 +25,7 @@ from app.db import utcnow
 from app.reviews.tasks import review_deal_events
 from app.runtime import Runtime
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
-from app.webhooks.service import body_preview, replay, store_events
+from app.webhooks.service import body_preview, deals_needing_a_job, replay, store_events
 from integrations.base import InboundRequest, WebhookParser, WebhookRejected
 from integrations.registry import webhook_parser_for
 
@@ -140,11 +140,10 @@ def receive(
             logger.info("webhook for %s rejected: %s", connection_id, exc)
             raise Problem(exc.status, str(exc)) from None
         stored = store_events(session, connection, parsed.events, inbound.headers, inbound.body)
-        if connection.status == ConnectionStatus.ACTIVE and stored.new_deal_ids:
+        deal_ids = deals_needing_a_job(session, connection.id, stored.new)
+        if connection.status == ConnectionStatus.ACTIVE and deal_ids:
             try:
-                enqueue_reviews(
-                    runtime.settings.webhook_coalesce_seconds, connection.id, stored.new_deal_ids
-                )
+                enqueue_reviews(runtime.settings.webhook_coalesce_seconds, connection.id, deal_ids)
             except Exception:
                 # The events are committed: the reconciler rings their doorbell later.
                 logger.exception("enqueueing reviews for %s failed", connection_id)

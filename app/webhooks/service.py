@@ -107,6 +107,26 @@ def has_received_events(session: Session, connection_id: str, deal_id: str) -> b
     return bool(_received_rows(session, connection_id, deal_id))
 
 
+def deals_needing_a_job(
+    session: Session, connection_id: str, new: Iterable[WebhookDelivery]
+) -> list[str]:
+    """Of the deals of these new deliveries, those that had no delivery waiting before:
+    a review job is already on its way for the others (one job per burst)."""
+    needed: dict[str, None] = {}
+    for row in new:
+        if row.status != DeliveryStatus.RECEIVED:
+            continue
+        for deal_id in row.deal_external_ids or []:
+            waiting = [
+                other
+                for other in _received_rows(session, connection_id, deal_id)
+                if other.id != row.id and other.received_at <= row.received_at
+            ]
+            if not waiting:
+                needed.setdefault(deal_id, None)
+    return list(needed)
+
+
 def record_deal_failure(
     session: Session, connection_id: str, deal_id: str, error: str, max_attempts: int
 ) -> None:
@@ -120,11 +140,19 @@ def record_deal_failure(
     session.flush()
 
 
-def claim_deal_events(session: Session, connection_id: str, deal_id: str) -> list[WebhookDelivery]:
-    """Mark every received delivery of this deal as processed (by this review)."""
+def claim_deal_events(
+    session: Session, connection_id: str, deal_id: str, received_by: datetime | None = None
+) -> list[WebhookDelivery]:
+    """Mark the received deliveries of this deal as processed (by this review).
+
+    ``received_by``: only deliveries received by then (the moment the deal was
+    fetched), so an event that arrived during the fetch waits for a fresh one.
+    """
     now = utcnow()
     claimed = []
     for row in _received_rows(session, connection_id, deal_id):
+        if received_by is not None and row.received_at > received_by:
+            continue
         result = session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == row.id, WebhookDelivery.status == DeliveryStatus.RECEIVED)
@@ -146,6 +174,21 @@ def mark_deal_events(
             .values(status=status, error=error, processed_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+
+
+def waiting_deal_ids(session: Session, connection_id: str) -> list[str]:
+    """Deals of this connection with received deliveries nobody reviewed yet."""
+    rows = session.scalars(
+        select(WebhookDelivery.deal_external_ids).where(
+            WebhookDelivery.connection_id == connection_id,
+            WebhookDelivery.status == DeliveryStatus.RECEIVED,
+        )
+    ).all()
+    seen: dict[str, None] = {}
+    for deal_ids in rows:
+        for deal_id in deal_ids or []:
+            seen.setdefault(str(deal_id), None)
+    return list(seen)
 
 
 def stale_received(session: Session, older_than: datetime) -> list[tuple[str, str]]:

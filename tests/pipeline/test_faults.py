@@ -114,7 +114,4 @@ def test_given_revoked_credentials_then_the_connection_needs_reauth_and_its_jobs
         json={"credentials": crm.credentials()},
     )
     assert response.status_code == 200 and response.json()["status"] == "active"
-    from app.sync.tasks import reconcile
-
-    reconcile.call_local()
     service.wait_for(lambda: len(crm.notes_on("D1")) == 1, timeout=30)

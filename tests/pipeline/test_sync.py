@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.orm import Session
 
 from app.connections.models import Connection
 from app.connections.runner import with_provider
@@ -75,3 +76,29 @@ def test_given_the_daily_allowance_share_is_used_then_the_sync_stops_before_call
     assert crm.calls("list") == lists_before, "no sync call once the guard tripped"
     assert service.count(DealSnapshotRow) == 0
     assert "daily API allowance" in (_connection(service, connection_id).last_error or "")
+
+
+def test_the_sync_lease_survives_every_page_checkpoint(service: Service) -> None:
+    from app.sync.service import sync_connection
+    from app.sync.tasks import _take_sync_lease
+
+    connection_id, crm = service.add_fake_connection(page_size=1)
+    for number in range(1, 4):
+        crm.put_deal(sample_deal(f"D{number}", number))
+    assert _take_sync_lease(connection_id)
+    leases: list[bool] = []
+
+    def checkpoint_then_look(session: Session) -> None:
+        session.commit()
+        leases.append(not _take_sync_lease(connection_id))
+
+    with_provider(
+        service.runtime,
+        connection_id,
+        lambda session, connection, provider: sync_connection(
+            session, connection, provider, commit=lambda: checkpoint_then_look(session)
+        ),
+    )
+
+    assert len(leases) >= 3
+    assert all(leases), "no second sync could start between the pages"

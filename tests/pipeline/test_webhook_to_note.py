@@ -62,6 +62,7 @@ def test_given_events_for_one_deal_within_the_window_then_they_share_one_review(
     time.sleep(1.0)
     assert service.count(WebhookDelivery) == 3
     assert service.count(Review) == 1
+    assert crm.calls("fetch") == 1, "one review job fetched the deal for all three events"
     assert len(crm.notes_on("D3")) == 1
 
 
