@@ -40,7 +40,7 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/dealcoach bench --deals 10000
+	$(BIN)/dealcoach bench --deals 10000 --salesforce
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -165,42 +165,60 @@ def run_engine_bench(count: int = 10_000, seed: int = 7, repeats: int = 3) -> di
     }
 
 
-_TABLE_START = "<!-- engine-bench:start -->"
-_TABLE_END = "<!-- engine-bench:end -->"
+def _engine_rows(engine: dict[str, Any]) -> list[str]:
+    return [
+        f"| deals reviewed | {engine['deals']:,} |",
+        f"| reviews per second (one core, best of 3) | **{engine['reviews_per_s']:,}** |",
+        f"| signals per deal (mean) | {engine['signals_per_deal']} |",
+        f"| prompts per deal (mean) | {engine['prompts_per_deal']} |",
+        f"| peak RSS of the process | {engine['peak_rss_mib']} MiB |",
+        f"| heap peak holding all {engine['deals']:,} reviews | "
+        f"{engine['review_heap_peak_mib']} MiB |",
+        f"| Python, machine | {engine['python']}, {engine['machine']} |",
+        f"| measured | {engine['measured_at']} |",
+    ]
+
+
+def _salesforce_rows(sf: dict[str, Any]) -> list[str]:
+    return [
+        f"| first sync of {sf['opportunities']:,} opportunities (history, contact roles) | "
+        f"**{sf['pull_calls']} calls** (minimum {sf['pull_minimum_calls']}: ratio "
+        f"{sf['pull_ratio_to_minimum']}), {sf['pull_seconds']} s |",
+        f"| calls per 1,000 opportunities | {sf['pull_calls_per_1000_opportunities']} |",
+        f"| {sf['notes']:,} notes (ContentNote + link) | **{sf['write_calls']} calls** "
+        f"(bound ceil(N/100)+1 = {sf['write_bound_calls']}), {sf['write_seconds']} s |",
+        f"| calls per 1,000 notes | {sf['write_calls_per_1000_notes']} |",
+        f"| REQUEST_LIMIT_EXCEEDED under sustained sync and writes, {sf['sustained_threads']} "
+        f"threads, emulator limit {sf['sustained_concurrency_limit']} in flight | "
+        f"**{sf['sustained_request_limit_exceeded']}** |",
+        f"| control: {sf['control_threads']} threads against the same limit | "
+        f"{sf['control_request_limit_exceeded']} refused (the count works) |",
+    ]
+
+
+_TABLES = {"engine": _engine_rows, "salesforce": _salesforce_rows}
 
 
 def write_results(figures: dict[str, Any], results: Path, markdown: Path) -> None:
-    """Merge the figures into the results JSON and rewrite the engine table in the docs."""
+    """Merge the figures into the results JSON and rewrite their tables in the docs
+    (between ``<!-- KEY-bench:start -->`` and ``<!-- KEY-bench:end -->``)."""
     results.parent.mkdir(parents=True, exist_ok=True)
     existing: dict[str, Any] = {}
     if results.is_file():
         existing = json.loads(results.read_text("utf-8"))
     existing.update(figures)
     results.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n", "utf-8")
-    engine = figures["engine"]
-    table = "\n".join(
-        [
-            _TABLE_START,
-            "| figure | value |",
-            "|---|---|",
-            f"| deals reviewed | {engine['deals']:,} |",
-            f"| reviews per second (one core, best of 3) | **{engine['reviews_per_s']:,}** |",
-            f"| signals per deal (mean) | {engine['signals_per_deal']} |",
-            f"| prompts per deal (mean) | {engine['prompts_per_deal']} |",
-            f"| peak RSS of the process | {engine['peak_rss_mib']} MiB |",
-            f"| heap peak holding all {engine['deals']:,} reviews | "
-            f"{engine['review_heap_peak_mib']} MiB |",
-            f"| Python, machine | {engine['python']}, {engine['machine']} |",
-            f"| measured | {engine['measured_at']} |",
-            _TABLE_END,
-        ]
-    )
-    if markdown.is_file():
-        text = markdown.read_text("utf-8")
-        if _TABLE_START in text and _TABLE_END in text:
-            head, rest = text.split(_TABLE_START, 1)
-            _, tail = rest.split(_TABLE_END, 1)
-            markdown.write_text(head + table + tail, "utf-8")
-            return
+    text = markdown.read_text("utf-8") if markdown.is_file() else "# Benchmarks\n"
+    for key, rows in _TABLES.items():
+        if key not in figures:
+            continue
+        start, end = f"<!-- {key}-bench:start -->", f"<!-- {key}-bench:end -->"
+        table = "\n".join([start, "| figure | value |", "|---|---|", *rows(figures[key]), end])
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            text = head + table + tail
+        else:
+            text = text.rstrip("\n") + f"\n\n## {key.capitalize()}\n\n{table}\n"
     markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text("# Benchmarks\n\n## Engine\n\n" + table + "\n", "utf-8")
+    markdown.write_text(text, "utf-8")

@@ -406,11 +406,21 @@ def agenda(
     show_default=True,
     help="Markdown page whose engine table is rewritten.",
 )
-def bench(deals: int, seed: int, results: Path, markdown: Path) -> None:
-    """Benchmark the engine on generated deals (one core) and record the figures."""
+@click.option(
+    "--salesforce/--no-salesforce",
+    default=False,
+    help="Also measure the Salesforce connector's API calls against the emulator.",
+)
+def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool) -> None:
+    """Benchmark the engine on generated deals (one core), and optionally the Salesforce
+    connector against its emulator; record the figures."""
     from app.bench import run_engine_bench, write_results
 
     figures = run_engine_bench(deals, seed)
+    if salesforce:
+        from integrations.salesforce.bench import run_salesforce_bench
+
+        figures.update(run_salesforce_bench())
     write_results(figures, results, markdown)
     click.echo(json.dumps(figures, indent=2))
 

@@ -989,6 +989,7 @@ class SalesforceEmulator:
                 self._in_flight -= 1
 
     def _refused(self, message: str) -> _Response:
+        self._count("refused")  # REQUEST_LIMIT_EXCEEDED answers, for benchmarks
         response = _Response.json(
             403, [{"message": message, "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
         )
