@@ -78,7 +78,13 @@ def apikey() -> None:
     required=True,
     help="admin: the whole admin API; read: read-only (the in-CRM cards).",
 )
-def apikey_create(name: str, scope: str) -> None:
+@click.option(
+    "--connection",
+    "connections",
+    multiple=True,
+    help="Limit the key to this connection id (repeatable). Default: every connection.",
+)
+def apikey_create(name: str, scope: str, connections: tuple[str, ...]) -> None:
     """Create an API key and print it once, alone on the last line."""
     from app.admin.keys import create_api_key
     from app.db import create_engine_for, make_session_factory, session_scope
@@ -88,7 +94,9 @@ def apikey_create(name: str, scope: str) -> None:
     try:
         with session_scope(make_session_factory(engine)) as session:
             try:
-                key, plaintext = create_api_key(session, name, scope)
+                key, plaintext = create_api_key(
+                    session, name, scope, list(connections) if connections else None
+                )
             except ValueError as exc:
                 _fail(str(exc))
     finally:

@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 import string
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -84,11 +85,17 @@ def _new_prefix(session: Session) -> str:
     raise RuntimeError("could not find an unused API key prefix")  # 62**8 prefixes
 
 
-def create_api_key(session: Session, name: str, scope: Scope | str) -> tuple[ApiKey, str]:
+def create_api_key(
+    session: Session,
+    name: str,
+    scope: Scope | str,
+    connection_ids: Sequence[str] | None = None,
+) -> tuple[ApiKey, str]:
     """A new key: the stored row and the plaintext key (``dck_<prefix>_<secret>``).
 
-    The plaintext is returned once and never stored. ``ValueError`` for an
-    empty or overlong name or an unknown scope.
+    The plaintext is returned once and never stored. ``connection_ids`` limits
+    what the key may see (None: every connection). ``ValueError`` for an empty
+    or overlong name, an unknown scope, or an unknown connection.
     """
     clean_name = name.strip() if isinstance(name, str) else ""
     if not clean_name:
@@ -100,9 +107,24 @@ def create_api_key(session: Session, name: str, scope: Scope | str) -> tuple[Api
     except ValueError:
         allowed = ", ".join(member.value for member in Scope)
         raise ValueError(f"unknown scope {scope!r} (one of: {allowed})") from None
+    limited: list[str] | None = None
+    if connection_ids is not None:
+        from app.connections.models import Connection
+
+        limited = sorted(set(connection_ids))
+        known = set(session.scalars(select(Connection.id).where(Connection.id.in_(limited))))
+        unknown = [cid for cid in limited if cid not in known]
+        if unknown:
+            raise ValueError(f"no connection {unknown[0]!r}")
     prefix = _new_prefix(session)
     secret = secrets.token_urlsafe(SECRET_BYTES)
-    key = ApiKey(name=clean_name, prefix=prefix, secret_hash=_digest(secret), scope=chosen)
+    key = ApiKey(
+        name=clean_name,
+        prefix=prefix,
+        secret_hash=_digest(secret),
+        scope=chosen,
+        connection_ids=limited,
+    )
     session.add(key)
     session.flush()
     logger.info("API key %s created (id %s, scope %s)", prefix, key.id, chosen.value)

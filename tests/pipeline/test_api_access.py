@@ -149,3 +149,38 @@ def test_no_response_or_log_line_contains_a_secret(
             assert secret not in body
         assert secret not in logged
     assert '"has_credentials":true' in bodies[0].replace(" ", "")
+
+
+def test_a_key_created_for_one_connection_sees_that_connection_only(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+    from app.config import get_settings
+
+    mine, _ = service.add_fake_connection("mine")
+    other, _ = service.add_fake_connection("other")
+    for name, value in {
+        "DEALCOACH_DATABASE_URL": service.settings.resolved_database_url,
+        "DEALCOACH_SECRET_KEYS": service.settings.secret_keys or "",
+        "DEALCOACH_DATA_DIR": str(service.settings.data_dir),
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        created = CliRunner().invoke(
+            main, ["apikey", "create", "--name", "tenant", "--scope", "read", "--connection", mine]
+        )
+        refused = CliRunner().invoke(
+            main, ["apikey", "create", "--name", "x", "--scope", "read", "--connection", "nope"]
+        )
+    finally:
+        get_settings.cache_clear()
+    assert created.exit_code == 0, created.output
+    assert refused.exit_code == 2 and "nope" in refused.output
+    key = created.output.strip().splitlines()[-1]
+    listed = service.client.get("/api/v1/connections", headers=service.auth(key)).json()
+    assert [c["id"] for c in listed] == [mine]
+    hidden = service.client.get(f"/api/v1/connections/{other}", headers=service.auth(key))
+    assert hidden.status_code == 404
