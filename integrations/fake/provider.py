@@ -24,7 +24,6 @@ and ``X-Fake-Timestamp`` (epoch seconds).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 from app.coaching.snapshot import DealSnapshot, StageCatalogue
+from integrations import signing
 from integrations.base import (
     ApiUsage,
     ConnectionContext,
@@ -191,39 +191,11 @@ class FakeProvider:
 
 def sign_fake_webhook(body: bytes, secret: str, timestamp: int) -> dict[str, str]:
     """The headers that make ``body`` an authentic fake-CRM webhook sent at ``timestamp``."""
-    digest = hmac.new(
-        secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256
-    ).hexdigest()
-    return {SIGNATURE_HEADER: f"sha256={digest}", TIMESTAMP_HEADER: str(timestamp)}
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
+    return signing.sign(body, secret, timestamp, SIGNATURE_HEADER, TIMESTAMP_HEADER)
 
 
 def _verify(request: InboundRequest, secret: str | None) -> None:
-    if not secret:
-        raise WebhookRejected("no webhook secret configured for this connection", status=401)
-    signature = _header(request.headers, SIGNATURE_HEADER)
-    stamp = _header(request.headers, TIMESTAMP_HEADER)
-    if not signature or not stamp:
-        raise WebhookRejected("missing signature or timestamp header", status=401)
-    stamp = stamp.strip()
-    if not stamp.isdigit() or len(stamp) > 12:
-        raise WebhookRejected("malformed signature timestamp", status=401)
-    expected = sign_fake_webhook(request.body, secret, int(stamp))[SIGNATURE_HEADER]
-    if not hmac.compare_digest(signature.strip().encode(), expected.encode()):
-        raise WebhookRejected("invalid signature", status=401)
-    received = request.received_at
-    if received.tzinfo is None:
-        received = received.replace(tzinfo=UTC)
-    sent = datetime.fromtimestamp(int(stamp), UTC)
-    if abs(received - sent) > WEBHOOK_TOLERANCE:
-        raise WebhookRejected("signature timestamp outside the allowed window", status=401)
+    signing.verify(request, secret, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_TOLERANCE)
 
 
 def _occurred_at(value: object) -> datetime:

@@ -50,7 +50,6 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 from xml.etree.ElementTree import Element, ParseError
@@ -58,6 +57,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeElementTree
 from defusedxml import DefusedXmlException
 
+from integrations import signing
 from integrations.base import (
     ConnectionContext,
     InboundRequest,
@@ -289,39 +289,11 @@ def parse_outbound_message(
 def sign_salesforce_json(body: bytes, secret: str, timestamp: int) -> dict[str, str]:
     """The headers that make ``body`` an authentic signed-JSON request sent at ``timestamp``
     (epoch seconds). What the org's Apex or Flow computes; used by tests and the demo."""
-    digest = hmac.new(
-        secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256
-    ).hexdigest()
-    return {SIGNATURE_HEADER: f"sha256={digest}", TIMESTAMP_HEADER: str(timestamp)}
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
+    return signing.sign(body, secret, timestamp, SIGNATURE_HEADER, TIMESTAMP_HEADER)
 
 
 def _verify(request: InboundRequest, secret: str | None) -> None:
-    if not secret:
-        raise WebhookRejected("no webhook secret configured for this connection", status=401)
-    signature = _header(request.headers, SIGNATURE_HEADER)
-    stamp = _header(request.headers, TIMESTAMP_HEADER)
-    if not signature or not stamp:
-        raise WebhookRejected("missing signature or timestamp header", status=401)
-    stamp = stamp.strip()
-    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
-        raise WebhookRejected("malformed signature timestamp", status=401)
-    expected = sign_salesforce_json(request.body, secret, int(stamp))[SIGNATURE_HEADER]
-    if not hmac.compare_digest(signature.strip().encode(), expected.encode()):
-        raise WebhookRejected("invalid signature", status=401)
-    received = request.received_at
-    if received.tzinfo is None:
-        received = received.replace(tzinfo=UTC)
-    sent = datetime.fromtimestamp(int(stamp), UTC)
-    if abs(received - sent) > WEBHOOK_TOLERANCE:
-        raise WebhookRejected("signature timestamp outside the allowed window", status=401)
+    signing.verify(request, secret, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_TOLERANCE)
 
 
 def _occurred_at(value: object) -> datetime:

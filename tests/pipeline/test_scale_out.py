@@ -148,7 +148,13 @@ def test_given_running_processes_then_a_webhook_becomes_one_note(
     while not crm.notes_on("D5"):
         assert time.monotonic() < deadline, (tmp_path / "processes.log").read_text()[-4000:]
         time.sleep(0.2)
-    time.sleep(1.5)
+
+    def states() -> list[str]:
+        items = httpx.get(f"{base}/api/v1/writebacks", headers=auth, timeout=10).json()["items"]
+        return [str(item["state"]) for item in items]
+
+    while states() != ["written"]:  # the outbox records the note just after the CRM has it
+        assert time.monotonic() < deadline, states()
+        time.sleep(0.2)
+    time.sleep(1.0)
     assert len(crm.notes_on("D5")) == 1
-    written = httpx.get(f"{base}/api/v1/writebacks", headers=auth, timeout=10).json()["items"]
-    assert [w["state"] for w in written] == ["written"]

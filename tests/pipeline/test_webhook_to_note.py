@@ -20,10 +20,14 @@ def test_given_one_stage_change_when_the_webhook_arrives_then_one_note_is_writte
 
     assert service.post_webhook(connection_id, service.webhook_body(("e1", "D1"))) == 200
 
-    service.wait_for(lambda: len(crm.notes_on("D1")) == 1)
+    # The CRM holds the note first; the outbox records it a moment later.
+    service.wait_for(
+        lambda: service.count(WriteBack, WriteBack.state == WriteBackState.WRITTEN) == 1
+    )
+    assert len(crm.notes_on("D1")) == 1
     note = crm.notes_on("D1")[0]
     with_marker = service.client.get("/api/v1/writebacks", headers=service.auth()).json()
-    assert with_marker["items"][0]["state"] == "written"
+    assert with_marker["items"][0]["external_id"] == note.id
     assert with_marker["items"][0]["marker"] in note.html
     assert "<script" not in note.html
 
