@@ -17,15 +17,20 @@ playbook can map custom properties such as ``dealcoach_metrics``.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from itertools import pairwise
 from typing import Any, TypeVar
 
-from app.coaching.snapshot import Change, Contact, DealSnapshot, Stage, StageCatalogue
+from app.coaching.snapshot import Contact, DealSnapshot, Stage, StageCatalogue
 from integrations.base import MappingError
+from integrations.mapping_common import consecutive_changes as _consecutive_changes
+from integrations.mapping_common import kind as _kind
+from integrations.mapping_common import number as _number
+from integrations.mapping_common import same as _same
+from integrations.mapping_common import same_stage as _same_stage
+from integrations.mapping_common import shown as _shown
+from integrations.mapping_common import text as _text
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -367,30 +372,6 @@ def _custom_properties(props: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
-# --------------------------------------------------------------------------- history helpers
-
-
-def _same(old: object, new: object) -> bool:
-    return old == new
-
-
-def _same_stage(old: Stage | None, new: Stage | None) -> bool:
-    if old is None or new is None:
-        return old is new
-    return old.key == new.key
-
-
-def _consecutive_changes(
-    points: Sequence[tuple[datetime, T | None]], same: Callable[[T | None, T | None], bool]
-) -> list[Change[T]]:
-    """Real changes between consecutive values (oldest first); the first value is no change."""
-    return [
-        Change(at=at, old=old, new=new)
-        for (_, old), (at, new) in pairwise(points)
-        if not same(old, new)
-    ]
-
-
 # --------------------------------------------------------------------------- value parsing
 
 
@@ -408,31 +389,6 @@ def _results(payload: object, what: str) -> list[dict[str, Any]]:
     return results
 
 
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _shown(value: str) -> str:
-    """A value quoted for an error message, shortened."""
-    return repr(value if len(value) <= 40 else value[:40] + "...")
-
-
-def _text(value: object, field: str, rid: str | None) -> str | None:
-    """A string value (a number is taken as its text), or None when absent or blank.
-
-    An object, a list or a boolean is not text: :class:`MappingError` naming ``field``.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        text = str(value)
-    else:
-        raise MappingError(rid, f"{field}: expected text, got {_kind(value)}")
-    return text if text.strip() else None
-
-
 def _text_value(value: object, field: str, rid: str | None) -> str | None:
     return _text(value, field, rid)
 
@@ -444,30 +400,6 @@ def _scalar_text(value: object) -> str | None:
         text = str(value)
         return text if text.strip() else None
     return None
-
-
-def _number(value: object, field: str, rid: str | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise MappingError(rid, f"{field}: expected a number, got {value!r}")
-    if isinstance(value, int | float):
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond float range, e.g. 10**400
-            raise MappingError(rid, f"{field}: number out of range") from None
-    elif isinstance(value, str):
-        if not value.strip():
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            raise MappingError(rid, f"{field}: not a number: {_shown(value)}") from None
-    else:
-        raise MappingError(rid, f"{field}: expected a number, got {_kind(value)}")
-    if not math.isfinite(number):
-        raise MappingError(rid, f"{field}: not a finite number: {value!r}")
-    return number
 
 
 def _count(value: object, field: str, rid: str | None) -> int | None:
