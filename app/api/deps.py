@@ -54,6 +54,16 @@ class Principal:
             return True
         return connection_id is not None and connection_id in self.connection_ids
 
+    def visible(self, query: Any, column: Any, connection_id: str | None) -> Any:
+        """``query`` narrowed to what this key may see, and to ``connection_id`` if given
+        (404 for a connection the key may not see)."""
+        if connection_id is not None:
+            self.check(connection_id, "connection")
+            return query.where(column == connection_id)
+        if self.connection_ids is not None:
+            return query.where(column.in_(self.connection_ids))
+        return query
+
     def check(self, connection_id: str | None, what: str = "object") -> None:
         """404 (not 403) for objects of connections this key may not see."""
         if not self.can_see(connection_id):

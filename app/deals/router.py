@@ -71,11 +71,7 @@ def list_deals(
 ) -> dict[str, Any]:
     """Deals in the snapshot store, in a stable order; ``next_cursor`` continues the list."""
     query = select(DealSnapshotRow).order_by(DealSnapshotRow.id)
-    if connection_id is not None:
-        key.check(connection_id, "connection")
-        query = query.where(DealSnapshotRow.connection_id == connection_id)
-    elif key.connection_ids is not None:
-        query = query.where(DealSnapshotRow.connection_id.in_(key.connection_ids))
+    query = key.visible(query, DealSnapshotRow.connection_id, connection_id)
     if owner is not None:
         query = query.where(DealSnapshotRow.owner_id == owner)
     if stage is not None:

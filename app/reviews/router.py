@@ -87,11 +87,7 @@ def list_reviews(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     query = select(Review)
-    if connection_id is not None:
-        key.check(connection_id, "connection")
-        query = query.where(Review.connection_id == connection_id)
-    elif key.connection_ids is not None:
-        query = query.where(Review.connection_id.in_(key.connection_ids))
+    query = key.visible(query, Review.connection_id, connection_id)
     if deal_id is not None:
         query = query.where(Review.deal_external_id == deal_id)
     return page_of(session, query, Review.id, limit, cursor, review_full)

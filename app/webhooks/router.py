@@ -183,11 +183,7 @@ def list_deliveries(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     query = select(WebhookDelivery).order_by(WebhookDelivery.id)
-    if connection_id is not None:
-        key.check(connection_id, "connection")
-        query = query.where(WebhookDelivery.connection_id == connection_id)
-    elif key.connection_ids is not None:
-        query = query.where(WebhookDelivery.connection_id.in_(key.connection_ids))
+    query = key.visible(query, WebhookDelivery.connection_id, connection_id)
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
     if cursor is not None:

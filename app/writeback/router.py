@@ -46,11 +46,7 @@ def list_writebacks(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     query = select(WriteBack)
-    if connection_id is not None:
-        key.check(connection_id, "connection")
-        query = query.where(WriteBack.connection_id == connection_id)
-    elif key.connection_ids is not None:
-        query = query.where(WriteBack.connection_id.in_(key.connection_ids))
+    query = key.visible(query, WriteBack.connection_id, connection_id)
     if state is not None:
         query = query.where(WriteBack.state == state)
     return page_of(session, query, WriteBack.id, limit, cursor, writeback_out)
