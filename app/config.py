@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     daily_quota_share: float = Field(
         default=0.5, gt=0, le=1, description="Share of a CRM's daily API allowance syncs may use."
     )
+    crm_ca_bundle: Path | None = Field(
+        default=None,
+        description="A PEM file of the CA certificates trusted for CRM API calls instead of "
+        "the system's: a CRM emulator's in sandbox mode, or a TLS-inspecting proxy's.",
+    )
     salesforce_client_id: str | None = None
     salesforce_client_secret: str | None = None
     salesforce_login_url: str = "https://login.salesforce.com"

@@ -10,8 +10,9 @@ as channel ``"signed_json"``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
+from app.config import Settings
 from app.connections.models import Provider as ProviderKind
 from integrations.base import ConnectionContext, CrmProvider, WebhookParser
 from integrations.fake import FakeProvider, parse_fake_webhook
@@ -28,7 +29,12 @@ __all__ = [
     "webhook_parser_for",
 ]
 
-ProviderFactory = Callable[[ConnectionContext], CrmProvider]
+
+class ProviderFactory(Protocol):
+    def __call__(
+        self, context: ConnectionContext, *, settings: Settings | None = None
+    ) -> CrmProvider: ...
+
 
 #: The adapters that exist, by kind.
 PROVIDERS: dict[ProviderKind, ProviderFactory] = {
@@ -65,13 +71,16 @@ def is_supported(kind: str) -> bool:
     return resolved in PROVIDERS or resolved in WEBHOOK_PARSERS
 
 
-def provider_for(context: ConnectionContext) -> CrmProvider:
-    """The adapter for ``context.provider``, talking to that connection's account."""
+def provider_for(context: ConnectionContext, settings: Settings | None = None) -> CrmProvider:
+    """The adapter for ``context.provider``, talking to that connection's account.
+
+    ``settings`` are the service's (sandbox mode, OAuth apps, the CA bundle for CRM
+    calls); an adapter reads the process-wide ones when none are given."""
     kind = _kind(context.provider)
     factory = PROVIDERS.get(kind)
     if factory is None:
         raise NotImplementedError(f"no {kind.value} adapter has been built yet")
-    return factory(context)
+    return factory(context, settings=settings)
 
 
 def webhook_parser_for(kind: str, channel: str | None = None) -> WebhookParser:

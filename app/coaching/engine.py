@@ -22,7 +22,7 @@ from app.coaching.signals import (
     deal_texts,
     severity_shift,
 )
-from app.coaching.snapshot import DealSnapshot, Stage
+from app.coaching.snapshot import DealSnapshot, Stage, is_own_field
 
 _BAND_LABEL = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"}
 _SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
@@ -222,7 +222,14 @@ def review_fingerprint(review: DealReview) -> str:
 
 
 def snapshot_fingerprint(deal: DealSnapshot) -> str:
-    """A hash of the whole snapshot: equal snapshots give equal fingerprints."""
+    """A hash of the snapshot: equal snapshots give equal fingerprints.
+
+    The service's own summary fields (:func:`~app.coaching.snapshot.is_own_field`)
+    are left out: writing them changes the deal in the CRM (Salesforce bumps
+    ``SystemModstamp``), and the sync that brings that echo back must not see a
+    change, or every write-back would cause another review.
+    """
     # ``fields`` is a mapping: equal whatever its order, but its repr follows insertion order.
-    canonical = replace(deal, fields=dict(sorted(deal.fields.items())))
+    coached = sorted((k, v) for k, v in deal.fields.items() if not is_own_field(k))
+    canonical = replace(deal, fields=dict(coached))
     return hashlib.sha256(repr(canonical).encode()).hexdigest()

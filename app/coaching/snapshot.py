@@ -52,6 +52,16 @@ class Contact:
     name: str | None = None
 
 
+#: Fields whose name starts with this (any case) are the service's own write-back
+#: (Salesforce ``Dealcoach_Health__c``, the fake CRM's ``dealcoach_health``, ...).
+OWN_FIELD_PREFIX = "dealcoach_"
+
+
+def is_own_field(name: str) -> bool:
+    """Whether a CRM field is one the service writes itself (its summary fields)."""
+    return name[: len(OWN_FIELD_PREFIX)].lower() == OWN_FIELD_PREFIX
+
+
 @dataclass(frozen=True, slots=True)
 class DealSnapshot:
     """One deal as the engine sees it.

@@ -72,7 +72,7 @@ def refresh_once(runtime: Runtime, connection_id: str, stale: bytes | None) -> N
             raise Parked(f"connection {connection_id} is gone")
         if connection.credentials_encrypted != stale:
             return  # refreshed by someone else meanwhile
-        provider = provider_for(context_for(runtime.box, connection))
+        provider = provider_for(context_for(runtime.box, connection), runtime.settings)
         try:
             credentials = provider.refresh_credentials()
         except AuthError as exc:
@@ -107,7 +107,7 @@ def with_provider(
                 if connection.status != ConnectionStatus.ACTIVE:
                     raise Parked(f"connection {connection_id} is {connection.status}")
                 stale = connection.credentials_encrypted
-                provider = provider_for(context_for(runtime.box, connection))
+                provider = provider_for(context_for(runtime.box, connection), runtime.settings)
                 try:
                     return work(session, connection, provider)
                 except AuthError as exc:

@@ -61,7 +61,7 @@ def send_writebacks(connection_id: str) -> None:
             with session_scope(runtime.sessions) as session:
                 ids = [c.id for c in claims]
                 rows = list(session.scalars(select(WriteBack).where(WriteBack.id.in_(ids))))
-                outcomes = send(provider_for(context), rows, claims)
+                outcomes = send(provider_for(context, runtime.settings), rows, claims)
                 written, recovered, failed = record(session, outcomes, utcnow())
             logger.info(
                 "connection %s: %d written, %d recovered, %d failed",

@@ -104,7 +104,8 @@ class FakeProvider:
 
     kind: ClassVar[str] = "fake"
 
-    def __init__(self, context: ConnectionContext) -> None:
+    def __init__(self, context: ConnectionContext, *, settings: object = None) -> None:
+        # ``settings`` (the service's) are accepted like every adapter's; the fake needs none.
         path = store_path(context.instance_url)
         try:
             self._crm = FakeCrm.open(path)

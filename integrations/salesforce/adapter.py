@@ -16,8 +16,9 @@ Connection
     HTTP goes through a ``requests.Session`` the service owns: a pooled
     :class:`~requests.adapters.HTTPAdapter` with no urllib3 retries (the service
     retries), a 5 s connect / 30 s read timeout on every request, and TLS
-    verification against ``context.settings["ca_bundle"]`` when given (an
-    emulator's certificate in tests), else the system CAs. The adapter forces
+    verification against ``context.settings["ca_bundle"]`` when given, else the
+    service's ``crm_ca_bundle`` setting (an emulator's certificate in tests and
+    the demo), else the system CAs. The adapter forces
     ``verify`` itself, so ``REQUESTS_CA_BUNDLE`` cannot override it. The REST
     API version is pinned (:data:`API_VERSION`).
 
@@ -425,8 +426,12 @@ def _custom_fields(settings: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _ca_bundle(settings: Mapping[str, Any]) -> bool | str:
+def _ca_bundle(settings: Mapping[str, Any], service_default: Path | None) -> bool | str:
+    """What TLS trusts: the connection's ``ca_bundle``, else the service's
+    ``crm_ca_bundle``, else the system CAs."""
     value = settings.get("ca_bundle")
+    if value is None and service_default is not None:
+        value = str(service_default)
     if value is None:
         return True
     if not isinstance(value, str) or not Path(value).is_file():
@@ -651,7 +656,7 @@ class SalesforceProvider:
         self._page_size = _page_size(context.settings)
         self._overlap = _overlap(context.settings)
         self._extra_fields = _custom_fields(context.settings)
-        self._verify = _ca_bundle(context.settings)
+        self._verify = _ca_bundle(context.settings, self._settings().crm_ca_bundle)
         self._http = _http_session(self._verify)
         self._http.hooks["response"].append(self._on_response)
         self._local = threading.local()
