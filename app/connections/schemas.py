@@ -30,6 +30,13 @@ class ConnectionSettings(BaseModel):
         return value
 
     page_size: int | None = Field(None, ge=1, le=1000)
+    bulk_threshold: int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000_000,
+        description="Salesforce: a first sync of more opportunities than this reads them "
+        "with Bulk API 2.0 (default 5000).",
+    )
 
 
 class ConnectionCreate(BaseModel):

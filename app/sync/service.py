@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -59,11 +60,13 @@ def sync_connection(
     *,
     commit: Callable[[], None],
     quota_share: float = 1.0,
+    lease: timedelta | None = None,
 ) -> SyncReport:
     """Run one incremental sync. ``commit`` is called after each page (the caller's
     transaction), which makes the page's watermark durable. Before the first page
     and after each one the daily-allowance guard is checked (:func:`check_quota`);
-    a stop keeps every committed page."""
+    a stop keeps every committed page. With ``lease``, every page also extends the
+    sync's lease (``running_until``) to that long from now: a long first load keeps it."""
     report = SyncReport()
     check_quota(provider, quota_share)
     for page in provider.iter_changed_deals(current_watermark(connection)):
@@ -84,12 +87,12 @@ def sync_connection(
             if row is not None:
                 session.delete(row)
                 report.deleted += 1
+        state = dict(connection.sync_watermark or {})  # also holds the lease
         if page.watermark is not None:
-            # Merge: the same JSON holds the sync's lease (``running_until``).
-            connection.sync_watermark = {
-                **(connection.sync_watermark or {}),
-                "watermark": page.watermark,
-            }
+            state["watermark"] = page.watermark
+        if lease is not None and "running_until" in state:
+            state["running_until"] = (utcnow() + lease).isoformat()
+        connection.sync_watermark = state
         connection.last_synced_at = utcnow()
         session.flush()
         commit()

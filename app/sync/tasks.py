@@ -78,6 +78,7 @@ def sync_connection_task(connection_id: str) -> None:
             provider,
             commit=session.commit,
             quota_share=runtime.settings.daily_quota_share,
+            lease=SYNC_LEASE,
         )
         if report.writebacks:
             enqueue_after_commit(session, send_writebacks, connection.id)

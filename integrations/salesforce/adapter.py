@@ -49,11 +49,14 @@ Incremental sync and the watermark
     (``Sforce-Query-Options: batchSize`` asks Salesforce for 200-2000). A record
     the mapper refuses is logged and skipped; it never fails its page.
 
-    TODO(bulk): Bulk API 2.0 (``sf.bulk2``) for initial loads above a few
-    thousand opportunities is not implemented: Bulk 2.0 query results are CSV,
-    which cannot carry the child subqueries (history, contact roles), and the
-    emulator does not speak it. Large first syncs page through REST instead
-    (about one call per 200 opportunities, Salesforce's page size with subqueries).
+    Large first loads: a first sync whose REST answer reports more than
+    ``settings["bulk_threshold"]`` opportunities (``bulk.BULK_THRESHOLD`` by
+    default) leaves REST after that first page and reads everything with Bulk API
+    2.0 query jobs (:mod:`integrations.salesforce.bulk`): four jobs (opportunities,
+    their stage history, contact roles and field history, joined here), polled until
+    complete, their CSV results read 50,000 records a call, handed over in pages of
+    ``page_size`` (2,000 by default), each with a checkpoint naming the jobs and the
+    results locator. A refused or failed job falls back to REST paging.
 
 Writes
     A note is a ``ContentNote`` (``Title`` = the note title + `` [<marker>]``,
@@ -129,6 +132,7 @@ import requests
 from cryptography.exceptions import UnsupportedAlgorithm
 from requests.adapters import HTTPAdapter
 from simple_salesforce.api import Salesforce
+from simple_salesforce.bulk2 import Operation, _Bulk2Client
 from simple_salesforce.exceptions import SalesforceError
 from simple_salesforce.format import format_soql
 
@@ -151,6 +155,8 @@ from integrations.base import (
     RateLimitedError,
     RetriableError,
 )
+from integrations.salesforce import bulk
+from integrations.salesforce.bulk import BulkCheckpoint, BulkUnavailable
 from integrations.salesforce.mapping import map_opportunity, parse_stage_catalogue, query_records
 
 __all__ = [
@@ -239,6 +245,12 @@ _SUBQUERIES: Final[Mapping[str, str]] = {
     "Histories": (
         "SELECT Field, OldValue, NewValue, CreatedDate FROM Histories ORDER BY CreatedDate ASC"
     ),
+}
+# describe types of the child columns the bulk load reads (REST returns them typed).
+_CHILD_TYPES: Final[Mapping[str, str]] = {
+    "amount": "currency",
+    "probability": "percent",
+    "isprimary": "boolean",
 }
 _STAGE_SOQL: Final = (
     "SELECT ApiName, MasterLabel, SortOrder, IsActive, IsClosed, IsWon, DefaultProbability "
@@ -654,6 +666,7 @@ class SalesforceProvider:
             self._auth_problem = exc
         self._credentials: dict[str, Any] = dict(context.credentials)
         self._page_size = _page_size(context.settings)
+        self._bulk_threshold = bulk.bulk_threshold(context.settings)
         self._overlap = _overlap(context.settings)
         self._extra_fields = _custom_fields(context.settings)
         self._verify = _ca_bundle(context.settings, self._settings().crm_ca_bundle)
@@ -771,8 +784,9 @@ class SalesforceProvider:
 
     def _query_pages(
         self, what: str, soql: str, *, deleted: bool = False, batch: bool = False
-    ) -> Iterator[tuple[list[dict[str, Any]], bool]]:
-        """(records, is the last page) of a SOQL query, per Salesforce page (``nextRecordsUrl``)."""
+    ) -> Iterator[tuple[list[dict[str, Any]], bool, int]]:
+        """(records, is the last page, ``totalSize``) of a SOQL query, per Salesforce page
+        (``nextRecordsUrl``)."""
         headers: dict[str, str] = {}
         if batch and self._page_size is not None:
             headers["Sforce-Query-Options"] = f"batchSize={max(200, self._page_size)}"
@@ -786,7 +800,8 @@ class SalesforceProvider:
                 raise RetriableError(f"Salesforce {what}: unexpected answer ({exc})") from None
             next_url = payload.get("nextRecordsUrl")
             last = payload.get("done", True) is True or not isinstance(next_url, str)
-            yield records, last
+            total = payload.get("totalSize")
+            yield records, last, total if isinstance(total, int) else len(records)
             if last:
                 return
             if not next_url.startswith("/services/data/"):
@@ -798,7 +813,7 @@ class SalesforceProvider:
             payload = self._call(what, more)
 
     def _query_all(self, what: str, soql: str) -> list[dict[str, Any]]:
-        return [record for page, _ in self._query_pages(what, soql) for record in page]
+        return [record for page, _, _ in self._query_pages(what, soql) for record in page]
 
     def _opportunity_describe(self) -> _Describe:
         with self._lock:
@@ -820,6 +835,14 @@ class SalesforceProvider:
             return self._stages
 
     def _opportunity_select(self) -> str:
+        """The REST query: the fields, and the child subqueries the org has."""
+        described = self._opportunity_describe()
+        parts = [", ".join(self._opportunity_fields())]
+        parts += [f"({sub})" for rel, sub in _SUBQUERIES.items() if described.has_child(rel)]
+        return format_soql("SELECT {items:literal} FROM Opportunity", items=", ".join(parts))
+
+    def _opportunity_fields(self) -> list[str]:
+        """The Opportunity fields to select: the core ones, and those the org has."""
         described = self._opportunity_describe()
         names: list[str] = list(_CORE_FIELDS)
         for wanted in _DESCRIBED_FIELDS:
@@ -833,9 +856,7 @@ class SalesforceProvider:
             found = described.name(wanted)
             if found is not None and found not in names:
                 names.append(found)
-        parts = [", ".join(names)]
-        parts += [f"({sub})" for rel, sub in _SUBQUERIES.items() if described.has_child(rel)]
-        return format_soql("SELECT {items:literal} FROM Opportunity", items=", ".join(parts))
+        return names
 
     # ------------------------------------------------------------ reads
 
@@ -843,10 +864,14 @@ class SalesforceProvider:
         return {"default": self._stage_catalogue()}
 
     def iter_changed_deals(self, watermark: str | None) -> Iterator[DealPage]:
+        if isinstance(watermark, str) and watermark.startswith(bulk.BULK_PREFIX):
+            return self._bulk_pages(BulkCheckpoint.parse(watermark))
         cursor = _Cursor.parse(watermark)
         return self._changed_pages(cursor, incremental=watermark is not None)
 
-    def _changed_pages(self, cursor: _Cursor, *, incremental: bool) -> Iterator[DealPage]:
+    def _changed_pages(
+        self, cursor: _Cursor, *, incremental: bool, allow_bulk: bool = True
+    ) -> Iterator[DealPage]:
         stages = self._stage_catalogue()
         since = cursor.since(self._overlap)
         where = ""
@@ -854,7 +879,29 @@ class SalesforceProvider:
             where = format_soql(" WHERE SystemModstamp > {:literal}", _soql_datetime(since))
         soql = f"{self._opportunity_select()}{where} ORDER BY SystemModstamp ASC, Id ASC"
         size = self._page_size
-        for page, last_page in self._query_pages("opportunity query", soql, batch=True):
+        first = True
+        for page, last_page, total in self._query_pages("opportunity query", soql, batch=True):
+            if first and allow_bulk and not incremental and total > self._bulk_threshold:
+                try:
+                    checkpoint = self._bulk_start()
+                except BulkUnavailable as exc:
+                    logger.warning(
+                        "salesforce connection %s: Bulk API 2.0 unavailable, paging REST: %s",
+                        self._context.connection_id,
+                        exc,
+                    )
+                else:
+                    logger.info(
+                        "salesforce connection %s: first load of %d opportunities through "
+                        "Bulk API 2.0",
+                        self._context.connection_id,
+                        total,
+                    )
+                    # The jobs are durable before anyone waits for them.
+                    yield DealPage((), checkpoint.encode(), ())
+                    yield from self._bulk_pages(checkpoint)
+                    return
+            first = False
             fresh: list[tuple[dict[str, Any], str, datetime]] = []
             for record in page:
                 version = self._version(record)
@@ -925,7 +972,7 @@ class SalesforceProvider:
             _soql_datetime(since),
         )
         deleted: list[str] = []
-        for page, _ in self._query_pages("deleted opportunity query", soql, deleted=True):
+        for page, _, _ in self._query_pages("deleted opportunity query", soql, deleted=True):
             for record in page:
                 stamp = _parse_stamp(record.get("SystemModstamp"))
                 record_id = record.get("Id")
@@ -939,6 +986,173 @@ class SalesforceProvider:
                 cursor.add(digest, stamp)
                 deleted.append(record_id)
         return tuple(deleted)
+
+    # ------------------------------------------------------------ Bulk API 2.0 first loads
+
+    def _bulk_client(self, sf: Salesforce) -> _Bulk2Client:
+        """simple-salesforce's Bulk API 2.0 client on our session. Its job-level calls are
+        used (create, get, one results page by locator) rather than ``sf.bulk2.X.query``,
+        which hides the job id and the locator a checkpoint needs."""
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {sf.session_id}",
+        }
+        return _Bulk2Client("Opportunity", sf.bulk2_url, headers, sf.session)
+
+    def _bulk_start(self) -> BulkCheckpoint:
+        """Create the load's jobs (see :mod:`integrations.salesforce.bulk`).
+
+        Raises:
+            BulkUnavailable: Salesforce refused a job (Bulk API not enabled, a field or
+                object it will not bulk-query, ...).
+        """
+        described = self._opportunity_describe()
+        queries = [
+            format_soql("SELECT {:literal} FROM Opportunity", ", ".join(self._opportunity_fields()))
+        ]
+        queries += [
+            soql if described.has_child(relationship) else ""
+            for relationship, soql in bulk.CHILD_QUERIES.items()
+        ]
+        jobs: list[str] = []
+        for soql in queries:
+            if not soql:
+                jobs.append("")
+                continue
+
+            def create(sf: Salesforce, soql: str = soql) -> Any:
+                return self._bulk_client(sf).create_job(Operation.query, query=soql)
+
+            try:
+                info = self._call("bulk query job", create)
+            except InvalidRequestError as exc:
+                raise BulkUnavailable(str(exc)) from None
+            job_id = info.get("id") if isinstance(info, Mapping) else None
+            if not bulk.is_job_id(job_id):
+                raise RetriableError("Salesforce bulk query job: unexpected answer")
+            jobs.append(str(job_id))
+        return BulkCheckpoint(tuple(jobs))
+
+    def _bulk_wait(self, checkpoint: BulkCheckpoint) -> None:
+        """Poll the load's jobs until all are complete.
+
+        Raises:
+            BulkUnavailable: a job failed or was aborted.
+            RetriableError: still running after :data:`~bulk.BULK_WAIT_LIMIT` seconds
+                (the next sync polls the same jobs: they are in the checkpoint).
+        """
+        pending = [job for job in checkpoint.jobs if job]
+        deadline = time.monotonic() + bulk.BULK_WAIT_LIMIT
+        polls = 0
+        while True:
+            running: list[str] = []
+            for job in pending:
+
+                def get(sf: Salesforce, job: str = job) -> Any:
+                    return self._bulk_client(sf).get_job(job, True)
+
+                info = self._call("bulk query job status", get)
+                state = info.get("state") if isinstance(info, Mapping) else None
+                if state == "JobComplete":
+                    continue
+                if state in {"Failed", "Aborted"}:
+                    reason = _shorten(str(info.get("errorMessage") or state))
+                    raise BulkUnavailable(f"bulk query job {job} {state}: {reason}")
+                running.append(job)
+            pending = running
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise RetriableError(
+                    f"Salesforce bulk query jobs still running after {bulk.BULK_WAIT_LIMIT:g} s"
+                )
+            delays = bulk.BULK_POLL_DELAYS
+            time.sleep(delays[min(polls, len(delays) - 1)])
+            polls += 1
+
+    def _bulk_results(self, job: str, locator: str) -> tuple[str, str]:
+        """One results page of a job: (CSV text, the next page's locator or "")."""
+
+        def page(sf: Salesforce) -> Any:
+            return self._bulk_client(sf).get_query_results(job, locator, bulk.BULK_RESULTS_PAGE)
+
+        answer = self._call("bulk query results", page)
+        text, following = answer.get("records"), answer.get("locator") or ""
+        if not isinstance(text, str) or not isinstance(following, str):
+            raise RetriableError("Salesforce bulk query results: unexpected answer")
+        return text, following
+
+    def _bulk_children(self, job: str) -> dict[str, list[dict[str, Any]]]:
+        rows: list[dict[str, Any]] = []
+        locator = ""
+        while True:
+            text, locator = self._bulk_results(job, locator)
+            rows.extend(bulk.records_from_csv(text, _CHILD_TYPES))
+            if not locator:
+                return bulk.group_children(rows)
+
+    def _bulk_pages(self, checkpoint: BulkCheckpoint) -> Iterator[DealPage]:
+        """The load's opportunities from ``checkpoint`` on, a checkpoint after every page."""
+        stages = self._stage_catalogue()
+        try:
+            self._bulk_wait(checkpoint)
+            children = {
+                relationship: self._bulk_children(job)
+                for relationship, job in checkpoint.child_jobs().items()
+            }
+        except (BulkUnavailable, NotFoundError) as exc:
+            # A failed job, or jobs Salesforce has deleted (7 days): start the load again.
+            logger.warning(
+                "salesforce connection %s: bulk load abandoned, paging REST: %s",
+                self._context.connection_id,
+                exc,
+            )
+            yield from self._changed_pages(_Cursor(), incremental=False, allow_bulk=False)
+            return
+        types = {
+            name: str(info.get("type"))
+            for name, info in self._opportunity_describe().fields.items()
+        }
+        step = self._page_size or bulk.BULK_CHUNK
+        stamp, locator, skip = checkpoint.stamp, checkpoint.locator, checkpoint.skip
+        while True:
+            text, following = self._bulk_results(checkpoint.opportunity_job, locator)
+            records = bulk.records_from_csv(text, types)
+            if skip > len(records):
+                raise InvalidRequestError("Salesforce bulk checkpoint is past its results page")
+            for start in range(skip, max(len(records), skip + 1), step):
+                deals: list[DealSnapshot] = []
+                for record in records[start : start + step]:
+                    modified = _parse_stamp(record.get("SystemModstamp"))
+                    if modified is not None and (stamp is None or modified > stamp):
+                        stamp = modified
+                    rid = str(record.get("Id") or "")[:15]
+                    for relationship in checkpoint.child_jobs():
+                        rows = children[relationship].get(rid, [])
+                        record[relationship] = {
+                            "totalSize": len(rows),
+                            "done": True,
+                            "records": rows,
+                        }
+                    try:
+                        deals.append(map_opportunity(record, stages))
+                    except MappingError as exc:
+                        logger.warning(
+                            "salesforce connection %s: opportunity skipped: %s",
+                            self._context.connection_id,
+                            exc,
+                        )
+                end = min(start + step, len(records))
+                if end < len(records):
+                    mark: str | None = BulkCheckpoint(checkpoint.jobs, stamp, locator, end).encode()
+                elif following:
+                    mark = BulkCheckpoint(checkpoint.jobs, stamp, following, 0).encode()
+                else:
+                    mark = None if stamp is None else _iso(stamp)
+                yield DealPage(tuple(deals), mark, ())
+            if not following:
+                return
+            locator, skip = following, 0
 
     def fetch_deal(self, deal_id: str) -> DealSnapshot:
         _check_opportunity_id(deal_id)

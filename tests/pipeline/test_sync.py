@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy.orm import Session
 
 from app.connections.models import Connection
 from app.connections.runner import with_provider
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.deals.models import DealHistoryRow, DealSnapshotRow
 from app.reviews.models import Review, ReviewTrigger
+from app.sync.service import sync_connection
 from app.sync.tasks import sync_connection_task
-from integrations.base import RetriableError
+from integrations.base import CrmProvider, RetriableError
 
 from .conftest import Service, sample_deal
 
@@ -102,3 +105,26 @@ def test_the_sync_lease_survives_every_page_checkpoint(service: Service) -> None
 
     assert len(leases) >= 3
     assert all(leases), "no second sync could start between the pages"
+
+
+def test_every_page_extends_the_sync_lease(service: Service) -> None:
+    connection_id, crm = service.add_fake_connection(page_size=1)
+    for number in range(1, 4):
+        crm.put_deal(sample_deal(f"D{number}", number))
+    almost_over = (utcnow() + timedelta(seconds=5)).isoformat()
+    leases: list[str] = []
+
+    def work(session: Session, connection: Connection, provider: CrmProvider) -> None:
+        connection.sync_watermark = {"running_until": almost_over}
+
+        def commit() -> None:
+            leases.append(str((connection.sync_watermark or {})["running_until"]))
+            session.commit()
+
+        sync_connection(session, connection, provider, commit=commit, lease=timedelta(minutes=10))
+
+    with_provider(service.runtime, connection_id, work)
+
+    assert len(leases) == 3  # one page per deal
+    assert all(lease > almost_over for lease in leases)
+    assert leases == sorted(leases)

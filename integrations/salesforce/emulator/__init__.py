@@ -38,6 +38,9 @@ Endpoints (REST API v31.0-v62.0; pin ``version="59.0"``):
   record in order, ``allOrNone``), ``POST .../composite`` (<= 25 subrequests,
   ``referenceId`` and ``@{ref.id}`` references, ``allOrNone``). Each counts as one
   API call.
+* Bulk API 2.0 query jobs: ``POST .../jobs/query``, ``GET|PATCH|DELETE
+  .../jobs/query/{id}``, ``GET .../jobs/query/{id}/results`` (CSV pages with
+  ``Sforce-Locator``); no nested queries, as in Salesforce. See :mod:`.bulk`.
 * Every data API answer carries ``Sforce-Limit-Info: api-usage=used/max``. Errors:
   401 ``INVALID_SESSION_ID``, 403 ``REQUEST_LIMIT_EXCEEDED`` (injected, daily
   allowance spent, or more requests in flight than the concurrency limit: every
@@ -46,7 +49,8 @@ Endpoints (REST API v31.0-v62.0; pin ``version="59.0"``):
   injected 500 ``UNKNOWN_EXCEPTION`` / 503 ``SERVER_UNAVAILABLE``.
 * ``/__emulator/...`` (no auth, for demos and benchmarks): ``GET state``; ``POST
   faults`` ``{"rate_limit", "errors", "error_status", "delay", "delay_count",
-  "concurrency_limit", "daily_limit", "daily_used", "expire_sessions", "clear"}``;
+  "concurrency_limit", "daily_limit", "daily_used", "expire_sessions",
+  "bulk_polls_in_progress", "bulk_fail", "clear"}``;
   ``POST seed {"count", "as_of"}``; ``POST token {"username"}``; ``POST
   records/{Type}[/{id}] {"fields", "username"}`` (a user's edit: history, outbound
   message); ``POST outbound {"url", "fields"}``; ``POST outbound/send {"url",

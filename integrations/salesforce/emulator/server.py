@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import soql
 from .auth import Auth, ConnectedApp, OAuthError, Session
+from .bulk import BulkJobs
 from .org import DEFAULT_STAGES, Org, StageDef
 from .outbound import MAX_NOTIFICATIONS, Delivery, build_envelope, deliver
 from .schema import (
@@ -266,6 +267,7 @@ class SalesforceEmulator:
         self._cursors: dict[str, _Cursor] = {}
         self._cursor_ids = IdFactory()
         self._misc_ids = IdFactory()
+        self.bulk = BulkJobs(self.clock)
         self.outbound_url: str | None = None
         self.outbound_fields: tuple[str, ...] = _OUTBOUND_FIELDS
         self.outbound_verify: bool | str = True
@@ -572,9 +574,27 @@ class SalesforceEmulator:
         with self._lock:
             self.faults.concurrency_limit = limit
 
+    def set_bulk(
+        self, *, polls_in_progress: int | None = None, fail_next: int | None = None
+    ) -> None:
+        """Bulk API 2.0 query jobs: answer ``InProgress`` to the first ``polls_in_progress``
+        polls of each new job; the next ``fail_next`` jobs end ``Failed``."""
+        with self._lock:
+            if polls_in_progress is not None:
+                self.bulk.polls_in_progress = polls_in_progress
+            if fail_next is not None:
+                self.bulk.fail_next = fail_next
+
+    def forget_bulk_jobs(self) -> int:
+        """Delete every Bulk API 2.0 job, as Salesforce does 7 days after they finish."""
+        with self._lock:
+            return self.bulk.forget()
+
     def clear_faults(self) -> None:
         with self._lock:
             self.faults = _Faults()
+            self.bulk.polls_in_progress = 0
+            self.bulk.fail_next = 0
 
     def reset_calls(self) -> None:
         with self._lock:
@@ -582,7 +602,8 @@ class SalesforceEmulator:
 
     def call_counts(self) -> dict[str, int]:
         """Calls per endpoint kind: token, identity, query, query_more, describe, limits,
-        sobject, composite, composite_sobjects, other; ``api`` counts every data API call."""
+        sobject, composite, composite_sobjects, bulk (Bulk API 2.0 jobs), other; ``api``
+        counts every data API call."""
         with self._lock:
             return dict(self.calls)
 
@@ -817,7 +838,11 @@ class SalesforceEmulator:
         if action == "faults":
             with self._lock:
                 if payload.get("clear"):
-                    self.faults = _Faults()
+                    self.clear_faults()
+                if "bulk_polls_in_progress" in payload:
+                    self.bulk.polls_in_progress = int(payload["bulk_polls_in_progress"])
+                if "bulk_fail" in payload:
+                    self.bulk.fail_next = int(payload["bulk_fail"])
                 if "rate_limit" in payload:
                     self.faults.rate_limit = int(payload["rate_limit"])
                 if "errors" in payload:
@@ -1106,6 +1131,8 @@ class SalesforceEmulator:
                 return self._query_more(segments[1], session, version, head)
         if head == "sobjects":
             return self._sobjects(method, segments[1:], params, body, session, version)
+        if head == "jobs" and len(segments) >= 2 and segments[1] == "query" and top:
+            return self._bulk_query(method, segments[2:], params, body, session, version)
         if head == "composite" and top:
             if len(segments) == 1:
                 _allow(method, "POST")
@@ -1164,6 +1191,39 @@ class SalesforceEmulator:
                 rows, total, page, version, endpoint, session, start=page
             )
         return _Response.json(200, answer)
+
+    def _bulk_query(
+        self,
+        method: str,
+        segments: list[str],
+        params: Mapping[str, str],
+        body: bytes,
+        session: Session,
+        version: str,
+    ) -> _Response:
+        """Bulk API 2.0 query jobs (:mod:`.bulk`)."""
+        if not segments:
+            _allow(method, "POST")
+
+            def run(parsed: soql.Query, include_deleted: bool) -> list[dict[str, Any]]:
+                rows, _ = self.org.query(parsed, include_deleted=include_deleted, version=version)
+                return rows
+
+            return _Response.json(200, self.bulk.create(body, session.user_id, version, run))
+        job_id = segments[0]
+        if len(segments) == 1:
+            _allow(method, "GET", "PATCH", "DELETE")
+            if method == "GET":
+                return _Response.json(200, self.bulk.get(job_id))
+            if method == "PATCH":
+                return _Response.json(200, self.bulk.abort(job_id, body))
+            self.bulk.delete(job_id)
+            return _Response(204)
+        if len(segments) == 2 and segments[1] == "results":
+            _allow(method, "GET")
+            content, headers = self.bulk.results(job_id, params)
+            return _Response(200, content, "text/csv", headers)
+        raise ApiError(404, "NOT_FOUND", _NOT_FOUND)
 
     def _cursor(
         self,
@@ -1486,6 +1546,8 @@ def _kind(method: str, rest: str) -> str:
         return "composite_sobjects" if len(segments) > 1 else "composite"
     if head == "limits":
         return "limits"
+    if head == "jobs":
+        return "bulk"
     return "other"
 
 
