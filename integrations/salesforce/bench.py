@@ -6,6 +6,8 @@ figures (key ``salesforce``) next to the engine's.
   against the minimum Salesforce's page size allows (200 records a page with child
   subqueries) plus the describe and the stage list;
 - write: N notes (each a ContentNote and its link); calls against ceil(N / 100);
+- bulk: a first load of a larger org (20,000 opportunities by default) through
+  Bulk API 2.0 against the same load paged over REST: calls and seconds;
 - sustained: syncs and note batches from two threads at once while the emulator
   refuses more than two requests in flight: how many REQUEST_LIMIT_EXCEEDED the
   service provoked.
@@ -28,7 +30,9 @@ from integrations.salesforce.emulator import SalesforceEmulator
 SUBQUERY_PAGE_SIZE = 200
 
 
-def _provider(emulator: SalesforceEmulator, data_dir: Path) -> SalesforceProvider:
+def _provider(
+    emulator: SalesforceEmulator, data_dir: Path, **connection_settings: Any
+) -> SalesforceProvider:
     settings = Settings(
         sandbox=True,
         data_dir=data_dir,
@@ -47,7 +51,7 @@ def _provider(emulator: SalesforceEmulator, data_dir: Path) -> SalesforceProvide
             "refresh_token": emulator.issue_refresh_token(),
             "instance_url": emulator.base_url,
         },
-        settings={"ca_bundle": str(emulator.cert_path)},
+        settings={"ca_bundle": str(emulator.cert_path), **connection_settings},
     )
     return SalesforceProvider(context, settings=settings)
 
@@ -108,8 +112,39 @@ def _sustained(
     return emulator.call_counts().get("refused", 0) - refused_before, errors
 
 
-def run_salesforce_bench(opportunities: int = 1000, notes: int = 1000) -> dict[str, Any]:
-    """Measure calls for a first sync and for note writes, and refusals under load."""
+def _first_load(
+    emulator: SalesforceEmulator, data_dir: Path, threshold: int
+) -> tuple[int, int, float]:
+    """(deals, API calls, seconds) of a first sync with ``bulk_threshold`` = ``threshold``."""
+    provider = _provider(emulator, data_dir, bulk_threshold=threshold)
+    emulator.reset_calls()
+    started = time.perf_counter()
+    deals = sum(len(page.deals) for page in provider.iter_changed_deals(None))
+    return deals, _api(emulator), time.perf_counter() - started
+
+
+def run_bulk_bench(opportunities: int = 20_000) -> dict[str, Any]:
+    """A large first load through Bulk API 2.0 and the same load paged over REST."""
+    with tempfile.TemporaryDirectory() as tmp, SalesforceEmulator(seed=3) as emulator:
+        emulator.seed(opportunities)
+        rest_deals, rest_calls, rest_seconds = _first_load(emulator, Path(tmp), 10**9)
+        bulk_deals, bulk_calls, bulk_seconds = _first_load(emulator, Path(tmp), 0)
+    return {
+        "bulk_opportunities": opportunities,
+        "bulk_pulled": bulk_deals,
+        "bulk_calls": bulk_calls,
+        "bulk_seconds": round(bulk_seconds, 2),
+        "bulk_rest_pulled": rest_deals,
+        "bulk_rest_calls": rest_calls,
+        "bulk_rest_seconds": round(rest_seconds, 2),
+    }
+
+
+def run_salesforce_bench(
+    opportunities: int = 1000, notes: int = 1000, bulk_opportunities: int = 20_000
+) -> dict[str, Any]:
+    """Measure calls for a first sync and for note writes, refusals under load, and a
+    large first load through Bulk API 2.0."""
     with tempfile.TemporaryDirectory() as tmp, SalesforceEmulator(seed=3) as emulator:
         deal_ids = emulator.seed(opportunities)
         provider = _provider(emulator, Path(tmp))
@@ -152,5 +187,6 @@ def run_salesforce_bench(opportunities: int = 1000, notes: int = 1000) -> dict[s
             "sustained_errors": errors[:5],
             "control_threads": 4,
             "control_request_limit_exceeded": control,
+            **run_bulk_bench(bulk_opportunities),
         }
     }
