@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.connections.models import ConnectionStatus, Provider
 
 WritebackTargetName = Literal["note", "task", "summary_fields"]
+_CUSTOM_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,80}__c")
 
 
 class ConnectionSettings(BaseModel):
@@ -21,6 +23,20 @@ class ConnectionSettings(BaseModel):
     writeback_targets: list[WritebackTargetName] = Field(default=["note"], max_length=3)
     writeback_mode: Literal["auto", "off"] = "auto"
     sync_interval_minutes: int | None = Field(None, ge=1, le=1440)
+    page_size: int | None = Field(None, ge=1, le=1000)
+    custom_fields: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Salesforce: extra custom fields (*__c) to read for the playbooks, "
+        "beyond those the playbooks name.",
+    )
+    bulk_threshold: int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000_000,
+        description="Salesforce: a first sync of more opportunities than this reads them "
+        "with Bulk API 2.0 (default 5000).",
+    )
 
     @field_validator("writeback_targets")
     @classmethod
@@ -29,14 +45,13 @@ class ConnectionSettings(BaseModel):
             raise ValueError("each write-back target once")
         return value
 
-    page_size: int | None = Field(None, ge=1, le=1000)
-    bulk_threshold: int | None = Field(
-        None,
-        ge=0,
-        le=1_000_000_000,
-        description="Salesforce: a first sync of more opportunities than this reads them "
-        "with Bulk API 2.0 (default 5000).",
-    )
+    @field_validator("custom_fields")
+    @classmethod
+    def _custom_field_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _CUSTOM_FIELD.fullmatch(name):
+                raise ValueError(f"not a custom field name (Name__c): {name[:100]!r}")
+        return value
 
 
 class ConnectionCreate(BaseModel):

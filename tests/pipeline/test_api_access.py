@@ -184,3 +184,24 @@ def test_a_key_created_for_one_connection_sees_that_connection_only(
     assert [c["id"] for c in listed] == [mine]
     hidden = service.client.get(f"/api/v1/connections/{other}", headers=service.auth(key))
     assert hidden.status_code == 404
+
+
+def test_salesforce_read_settings_round_trip_and_bad_ones_are_refused(service: Service) -> None:
+    connection_id, _ = service.add_fake_connection()
+    path = f"/api/v1/connections/{connection_id}"
+    good = {"custom_fields": ["Budget__c", "Decision_Date__c"], "bulk_threshold": 20000}
+    response = service.client.patch(path, headers=service.auth(), json={"settings": good})
+    assert response.status_code == 200, response.text
+    shown = service.client.get(path, headers=service.auth()).json()["settings"]
+    assert shown["custom_fields"] == good["custom_fields"]
+    assert shown["bulk_threshold"] == 20000
+
+    for bad in (
+        {"custom_fields": ["Budget"]},  # not a custom field
+        {"custom_fields": ["x__c' OR Id != '"]},  # never reaches SOQL
+        {"bulk_threshold": -1},
+        {"bulk_threshold": "lots"},
+    ):
+        response = service.client.patch(path, headers=service.auth(), json={"settings": bad})
+        assert response.status_code == 422, bad
+    assert service.client.get(path, headers=service.auth()).json()["settings"] == shown
