@@ -913,15 +913,7 @@ class SalesforceProvider:
                 deals: list[DealSnapshot] = []
                 for record, digest, stamp in chunk:
                     cursor.add(digest, stamp)
-                    try:
-                        self._complete_children(record)
-                        deals.append(map_opportunity(record, stages))
-                    except MappingError as exc:
-                        logger.warning(
-                            "salesforce connection %s: opportunity skipped: %s",
-                            self._context.connection_id,
-                            exc,
-                        )
+                    self._map_into(deals, record, stages)
                 last = last_page and number == len(chunks) - 1
                 deleted = self._deleted(cursor, since) if last and incremental else ()
                 yield DealPage(tuple(deals), cursor.encode(self._overlap), deleted)
@@ -929,6 +921,21 @@ class SalesforceProvider:
                 deleted = self._deleted(cursor, since)
                 if deleted:
                     yield DealPage((), cursor.encode(self._overlap), deleted)
+
+    def _map_into(
+        self, deals: list[DealSnapshot], record: dict[str, Any], stages: StageCatalogue
+    ) -> None:
+        """Append the record's snapshot (child rows Salesforce paged fetched first); a
+        record the mapper refuses is logged and skipped."""
+        try:
+            self._complete_children(record)
+            deals.append(map_opportunity(record, stages))
+        except MappingError as exc:
+            logger.warning(
+                "salesforce connection %s: opportunity skipped: %s",
+                self._context.connection_id,
+                exc,
+            )
 
     def _version(self, record: Mapping[str, Any]) -> tuple[str, datetime] | None:
         """(version hash, SystemModstamp) of a record; None (logged) when it has neither."""
@@ -1134,14 +1141,7 @@ class SalesforceProvider:
                             "done": True,
                             "records": rows,
                         }
-                    try:
-                        deals.append(map_opportunity(record, stages))
-                    except MappingError as exc:
-                        logger.warning(
-                            "salesforce connection %s: opportunity skipped: %s",
-                            self._context.connection_id,
-                            exc,
-                        )
+                    self._map_into(deals, record, stages)
                 end = min(start + step, len(records))
                 if end < len(records):
                     mark: str | None = BulkCheckpoint(checkpoint.jobs, stamp, locator, end).encode()
