@@ -224,12 +224,13 @@ def review_fingerprint(review: DealReview) -> str:
 def snapshot_fingerprint(deal: DealSnapshot) -> str:
     """A hash of the snapshot: equal snapshots give equal fingerprints.
 
-    The service's own summary fields (:func:`~app.coaching.snapshot.is_own_field`)
-    are left out: writing them changes the deal in the CRM (Salesforce bumps
-    ``SystemModstamp``), and the sync that brings that echo back must not see a
-    change, or every write-back would cause another review.
+    Left out: ``modified_at`` (a touch is not a change), and the service's own
+    summary fields (:func:`~app.coaching.snapshot.is_own_field`): writing them
+    changes the deal in the CRM (Salesforce bumps ``SystemModstamp``), and the
+    sync that brings that echo back must not see a change, or every write-back
+    would cause another review.
     """
     # ``fields`` is a mapping: equal whatever its order, but its repr follows insertion order.
     coached = sorted((k, v) for k, v in deal.fields.items() if not is_own_field(k))
-    canonical = replace(deal, fields=dict(coached))
+    canonical = replace(deal, fields=dict(coached), modified_at=None)
     return hashlib.sha256(repr(canonical).encode()).hexdigest()

@@ -80,6 +80,10 @@ class DealSnapshot:
     engine then raises no contact-based signal rather than guess "none".
     ``fields`` holds the CRM's custom fields and properties that a playbook
     may map to methodology elements, keyed by their CRM name.
+    ``modified_at`` is the CRM's last-modification stamp of the record
+    (Salesforce ``SystemModstamp``): it orders two reads of the same deal, so an
+    older read never replaces a newer one; it is not evidence and not part of
+    the snapshot's fingerprint.
     """
 
     id: str
@@ -107,6 +111,7 @@ class DealSnapshot:
     owner_history: tuple[Change[str], ...] = ()
     fields: Mapping[str, str] = field(default_factory=dict)
     pipeline: str | None = None
+    modified_at: datetime | None = None
 
     @property
     def is_open(self) -> bool:

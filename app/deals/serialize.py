@@ -102,6 +102,7 @@ def snapshot_to_json(deal: DealSnapshot) -> dict[str, Any]:
         "owner_history": _changes_to_json(deal.owner_history, str),
         "fields": dict(deal.fields),
         "pipeline": deal.pipeline,
+        "modified_at": _iso(deal.modified_at),
     }
 
 
@@ -143,4 +144,5 @@ def snapshot_from_json(data: Mapping[str, Any]) -> DealSnapshot:
         owner_history=_changes_from_json(data.get("owner_history", []), str),
         fields=dict(data.get("fields", {})),
         pipeline=data.get("pipeline"),
+        modified_at=_dt(data.get("modified_at")),
     )

@@ -10,6 +10,7 @@ completed from those rows (:func:`with_observed_history`).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
@@ -27,6 +28,8 @@ from app.deals.serialize import (
     stage_from_json,
     stage_to_json,
 )
+
+logger = logging.getLogger(__name__)
 
 #: The fields whose changes we observe between snapshots.
 OBSERVED_FIELDS = ("stage", "amount", "close_date", "owner")
@@ -58,6 +61,17 @@ def get_snapshot_row(session: Session, connection_id: str, deal_id: str) -> Deal
     )
 
 
+def _older(deal: DealSnapshot, row: DealSnapshotRow) -> bool:
+    """Whether ``deal`` is an older read than the stored one (both stamps known)."""
+    stored = (row.data or {}).get("modified_at")
+    if deal.modified_at is None or not isinstance(stored, str):
+        return False
+    try:
+        return deal.modified_at < datetime.fromisoformat(stored)
+    except ValueError:
+        return False
+
+
 def store_snapshot(
     session: Session, connection_id: str, deal: DealSnapshot, fetched_at: datetime | None = None
 ) -> StoredSnapshot:
@@ -66,6 +80,13 @@ def store_snapshot(
     fingerprint = snapshot_fingerprint(deal)
     row = get_snapshot_row(session, connection_id, deal.id)
     observed: list[DealHistoryRow] = []
+    if row is not None and _older(deal, row):
+        # A read that started before the stored one (a sync page fetched before a
+        # webhook's fetch, committed after it): keep the newer snapshot.
+        logger.info(
+            "connection %s: an older read of deal %s was not stored", connection_id, deal.id
+        )
+        return StoredSnapshot(row, False, ())
     if row is None:
         row = DealSnapshotRow(connection_id=connection_id, external_id=deal.id)
         session.add(row)

@@ -196,6 +196,7 @@ def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSn
         owner_history=tuple(owner_changes),
         fields=_custom_fields(record),
         pipeline=stages.pipeline,
+        modified_at=_datetime(record.get("SystemModstamp"), "SystemModstamp", rid),
     )
 
 
