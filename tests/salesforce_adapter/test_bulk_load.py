@@ -205,7 +205,10 @@ def test_an_org_without_history_or_contact_roles_creates_only_the_jobs_it_can(
         pages = list(provider.iter_changed_deals(None))
         assert sorted(deal.id for deal in deals_of(pages)) == sorted(seeded)
         checkpoint = BulkCheckpoint.parse(pages[0].watermark)  # type: ignore[arg-type]
-        assert sorted(checkpoint.child_jobs()) == ["OpportunityContactRoles", "OpportunityHistories"]
+        assert sorted(checkpoint.child_jobs()) == [
+            "OpportunityContactRoles",
+            "OpportunityHistories",
+        ]
         assert len(emulator.bulk.jobs) == 3
 
 
