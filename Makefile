@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The bundled samples were written for a review on this date.
-DEMO_AS_OF := 2026-11-20T09:00:00Z
 
 .PHONY: install demo test lint types unit bench clean
 
@@ -16,15 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default: review the bundled CRM sample exports.
+## The main job end to end, set-up included, on the embedded default: `dealcoach demo`
+## starts the Salesforce emulator (the Salesforce sandbox), runs `dealcoach db upgrade` and
+## `dealcoach serve` on a fresh SQLite data directory, connects, syncs, writes notes back,
+## reviews a stage change, reviews the HubSpot sample offline (no HubSpot sandbox yet), and
+## stops everything (docs/demo.md).
 demo: $(STAMP)
-	$(BIN)/dealcoach db upgrade
-	$(BIN)/dealcoach review --provider salesforce --file samples/salesforce_opportunities.json \
-		--stages samples/salesforce_stages.json --as-of $(DEMO_AS_OF)
-	$(BIN)/dealcoach review --provider hubspot --file samples/hubspot_deals.json \
-		--stages samples/hubspot_pipelines.json --as-of $(DEMO_AS_OF)
-	$(BIN)/dealcoach agenda --provider salesforce --file samples/salesforce_opportunities.json \
-		--stages samples/salesforce_stages.json --as-of $(DEMO_AS_OF)
+	$(BIN)/dealcoach demo
 
 ## Lint, types, and the whole test suite (SQLite and a real PostgreSQL).
 test: $(STAMP) lint types unit

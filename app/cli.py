@@ -434,6 +434,62 @@ def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool
 
 
 @main.command()
+@click.option(
+    "--opportunities",
+    type=click.IntRange(1, 2000),
+    default=40,
+    show_default=True,
+    help="Opportunities to seed in the Salesforce emulator.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the emulator's org.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the databases, the emulator's state and the service log here (a new or "
+    "empty directory). Default: a temporary directory, removed at the end.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(5, 600),
+    default=60.0,
+    show_default=True,
+    help="Seconds each step may wait (service start, sync, stage change) before failing.",
+)
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="Leave the service and the emulator running until Ctrl-C, and print the admin key.",
+)
+def demo(
+    opportunities: int, seed: int, data_dir: Path | None, timeout: float, keep_running: bool
+) -> None:
+    """Run the main job end to end against the Salesforce sandbox, set-up included.
+
+    Starts the Salesforce emulator (TLS) with a seeded org, migrates and starts
+    `dealcoach serve` on the embedded default (SQLite, worker threads inside), connects it
+    to the org through the admin API, syncs and writes the coaching notes back, reviews a
+    stage change from its Outbound Message, reviews the bundled HubSpot sample offline
+    (no HubSpot sandbox yet), and stops everything. Exit status 0 on success; on a failure
+    one line `dealcoach: demo failed: ...` (with the service log's last lines) and 1.
+    """
+    from app.demo import DemoError, DemoOptions, run_demo, sigterm_as_interrupt
+
+    options = DemoOptions(
+        opportunities=opportunities, seed=seed, data_dir=data_dir, timeout=timeout
+    )
+    try:
+        with sigterm_as_interrupt():
+            run_demo(options, click.echo, keep_running=keep_running)
+    except DemoError as exc:
+        click.echo(f"dealcoach: demo failed: {exc}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        click.echo("dealcoach: demo interrupted; everything it started is stopped", err=True)
+        raise SystemExit(130) from None
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
