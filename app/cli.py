@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from app.config import exit_on_invalid_settings
+from app.config import configure_logging, exit_on_invalid_settings
 
 if TYPE_CHECKING:
     from app.coaching.playbook import CompiledPlaybook
@@ -505,6 +505,7 @@ def serve(host: str, port: int, embedded_worker: bool | None) -> None:
     from app.main import create_app
 
     settings = exit_on_invalid_settings()
+    configure_logging(settings)
     app = create_app(settings, embedded_worker=embedded_worker)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -193,3 +194,12 @@ def exit_on_invalid_settings() -> Settings:
     except SettingsError as exc:
         print(f"dealcoach: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def configure_logging(settings: Settings) -> None:
+    """For entry points (``serve``, ``worker``): the service's own log lines on stderr at
+    ``log_level``, unless the host application configured logging already."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )

@@ -59,7 +59,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.config import Settings, get_settings
+from app.config import Settings, configure_logging, get_settings
 
 __all__ = [
     "QUEUE_NAME",
@@ -538,10 +538,7 @@ def run_worker(settings: Settings, *, threads: int | None = None, periodic: bool
     SIGTERM stops gracefully (running tasks finish, up to :data:`SHUTDOWN_TIMEOUT`
     seconds); SIGINT stops at once; SIGHUP restarts the process.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    configure_logging(settings)
     huey = ensure_queue(settings)
     modules = load_task_modules()
     logger.info("task modules: %s", ", ".join(modules) or "none")
