@@ -142,6 +142,26 @@ class NoteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SummaryUpdate:
+    """The rolling-summary fields to write on one deal (the service's own write)."""
+
+    deal_id: str
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryResult:
+    """What happened to one :class:`SummaryUpdate` of a batch (same order as the batch)."""
+
+    deal_id: str
+    error: ProviderError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
 class ApiUsage:
     """The CRM's daily API allowance as last reported (Salesforce ``Sforce-Limit-Info``)."""
 
@@ -231,8 +251,11 @@ class CrmProvider(Protocol):
         """The external id of the note on ``deal_id`` carrying ``marker``, if any."""
         ...
 
-    def update_summary(self, deal_id: str, fields: Mapping[str, str]) -> None:
-        """Update the rolling-summary fields on the deal (the service's own write)."""
+    def update_summaries(self, updates: Sequence[SummaryUpdate]) -> list[SummaryResult]:
+        """Update the rolling-summary fields of a batch of deals (the service's own write);
+        one result per update, in order. A field the CRM lacks is skipped, not an error.
+        A failure of one deal is in its result (an invalid id or fields too); a failure
+        of the whole call is raised."""
         ...
 
     def api_usage(self) -> ApiUsage | None:

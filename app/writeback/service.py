@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,9 +38,12 @@ from integrations.base import (
     CrmProvider,
     InvalidRequestError,
     NoteRequest,
+    NoteResult,
     NotFoundError,
     ProviderError,
     RetriableError,
+    SummaryResult,
+    SummaryUpdate,
 )
 
 #: A claimed row is its sender's for this long; after it, another sender may take over.
@@ -235,52 +238,76 @@ def send(
     """Send claimed rows through the provider; one outcome per row.
 
     Rows that may have been sent before are looked up by marker first. Notes
-    and tasks go in one batch call (results in the batch's order); summary
-    fields one call per deal. ``AuthError`` and a whole-call ``RetriableError``
-    are raised for the task, which releases the claims; any other error of
-    the whole call fails every row of it.
+    and tasks go in one batch call (results in the batch's order), summary
+    fields in another. ``AuthError`` and a whole-call ``RetriableError`` are
+    raised for the task, which releases the claims; any other error of a
+    whole call fails every row of it.
     """
     claim_of = {claim_.id: claim_ for claim_ in claims}
     outcomes: list[Outcome] = []
     to_write: list[WriteBack] = []
+    summaries: list[WriteBack] = []
     for row in rows:
         claim_ = claim_of[row.id]
-        try:
-            if row.target == WriteBackTarget.SUMMARY_FIELDS:
-                fields = row.payload.get("fields", {})
-                provider.update_summary(
-                    row.deal_external_id, {k: str(v) for k, v in fields.items()}
-                )
-                outcomes.append(Outcome(claim_))
-                continue
-            if claim_.attempts > 1:
-                found = provider.find_note(row.deal_external_id, row.marker)
-                if found is not None:
-                    outcomes.append(Outcome(claim_, external_id=found, recovered=True))
-                    continue
-        except (AuthError, RetriableError):
-            raise
-        except ProviderError as exc:
-            outcomes.append(Outcome(claim_, error=exc))
+        if row.target == WriteBackTarget.SUMMARY_FIELDS:
+            summaries.append(row)  # rewriting the same values is harmless: no lookup
             continue
+        if claim_.attempts > 1:
+            try:
+                found = provider.find_note(row.deal_external_id, row.marker)
+            except (AuthError, RetriableError):
+                raise
+            except ProviderError as exc:
+                outcomes.append(Outcome(claim_, error=exc))
+                continue
+            if found is not None:
+                outcomes.append(Outcome(claim_, external_id=found, recovered=True))
+                continue
         to_write.append(row)
+    if summaries:
+        updates = [
+            SummaryUpdate(
+                row.deal_external_id,
+                {k: str(v) for k, v in row.payload.get("fields", {}).items()},
+            )
+            for row in summaries
+        ]
+        outcomes.extend(_batch(summaries, claim_of, lambda: provider.update_summaries(updates)))
     if to_write:
-        try:
-            results = provider.write_notes([note_request(r) for r in to_write])
-        except (AuthError, RetriableError):
-            raise
-        except ProviderError as exc:
-            outcomes.extend(Outcome(claim_of[r.id], error=exc) for r in to_write)
-            return outcomes
-        for index, row in enumerate(to_write):
-            result = results[index] if index < len(results) else None
-            if result is None or result.marker != row.marker:
-                error = ProviderError("the CRM's answer does not match the batch")
-                outcomes.append(Outcome(claim_of[row.id], error=error))
-            elif result.error is None:
-                outcomes.append(Outcome(claim_of[row.id], external_id=result.external_id))
-            else:
-                outcomes.append(Outcome(claim_of[row.id], error=result.error))
+        requests = [note_request(r) for r in to_write]
+        outcomes.extend(_batch(to_write, claim_of, lambda: provider.write_notes(requests)))
+    return outcomes
+
+
+def _batch(
+    rows: Sequence[WriteBack],
+    claim_of: Mapping[str, Claim],
+    call: Callable[[], Sequence[NoteResult | SummaryResult]],
+) -> list[Outcome]:
+    """Outcomes of one batch call, matched to its rows by order (and marker or deal)."""
+    try:
+        results = call()
+    except (AuthError, RetriableError):
+        raise
+    except ProviderError as exc:
+        return [Outcome(claim_of[r.id], error=exc) for r in rows]
+    outcomes: list[Outcome] = []
+    for index, row in enumerate(rows):
+        result = results[index] if index < len(results) else None
+        matches = (
+            result.marker == row.marker
+            if isinstance(result, NoteResult)
+            else result is not None and result.deal_id == row.deal_external_id
+        )
+        if result is None or not matches:
+            error = ProviderError("the CRM's answer does not match the batch")
+            outcomes.append(Outcome(claim_of[row.id], error=error))
+        elif result.error is not None:
+            outcomes.append(Outcome(claim_of[row.id], error=result.error))
+        elif isinstance(result, NoteResult):
+            outcomes.append(Outcome(claim_of[row.id], external_id=result.external_id))
+        else:
+            outcomes.append(Outcome(claim_of[row.id]))
     return outcomes
 
 

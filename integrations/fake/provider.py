@@ -9,7 +9,7 @@ on the CRM's modification counter (the watermark is that counter as a string)
 and reports deletes, and a written note is found again by searching note bodies
 for its marker.
 
-Own writes: ``update_summary`` is a modification like any other (as
+Own writes: ``update_summaries`` is a modification like any other (as
 Salesforce's ``SystemModstamp`` and HubSpot's ``hs_lastmodifieddate`` move), so
 the next sync returns the deal with the summary fields in ``fields``; the
 service recognises its own echo by those field keys (the store also records
@@ -36,12 +36,17 @@ from app.coaching.snapshot import DealSnapshot, StageCatalogue
 from integrations import signing
 from integrations.base import (
     ApiUsage,
+    AuthError,
     ConnectionContext,
     DealPage,
     InboundRequest,
     InvalidRequestError,
     NoteRequest,
     NoteResult,
+    ProviderError,
+    RetriableError,
+    SummaryResult,
+    SummaryUpdate,
     WebhookEvent,
     WebhookParse,
     WebhookRejected,
@@ -167,13 +172,24 @@ class FakeProvider:
             raise InvalidRequestError("an empty marker would match every note")
         return self._crm.find_note(deal_id, marker, self._creds())
 
-    def update_summary(self, deal_id: str, fields: Mapping[str, str]) -> None:
-        _check_deal_id(deal_id)
-        if not fields:
-            return
-        if any(not key or not isinstance(value, str) for key, value in fields.items()):
-            raise InvalidRequestError("summary fields need names and string values")
-        self._crm.update_fields(deal_id, dict(fields), self._creds())
+    def update_summaries(self, updates: Sequence[SummaryUpdate]) -> list[SummaryResult]:
+        """One call per deal (the fake has no batch endpoint); failures per deal."""
+        results: list[SummaryResult] = []
+        for update in updates:
+            try:
+                _check_deal_id(update.deal_id)
+                fields = update.fields
+                if any(not key or not isinstance(value, str) for key, value in fields.items()):
+                    raise InvalidRequestError("summary fields need names and string values")
+                if fields:
+                    self._crm.update_fields(update.deal_id, dict(fields), self._creds())
+            except (AuthError, RetriableError):
+                raise
+            except ProviderError as exc:
+                results.append(SummaryResult(update.deal_id, error=exc))
+                continue
+            results.append(SummaryResult(update.deal_id))
+        return results
 
     def api_usage(self) -> ApiUsage | None:
         """The fake's daily allowance (``FakeCrm.set_daily_limit``), counting every call."""

@@ -82,7 +82,9 @@ Writes
     equivalent): 2-3 queries. Markers are checked against :data:`MARKER`
     before they reach SOQL.
 
-    :meth:`update_summary` PATCHes the summary fields the org has
+    :meth:`update_summaries` PATCHes the summary fields the org has, 200
+    opportunities per ``composite/sobjects`` call (``allOrNone: false``, results
+    checked per record)
     (:data:`SUMMARY_FIELDS`: ``dealcoach_health`` -> ``Dealcoach_Health__c``
     and so on; any other ``dealcoach_<name>`` -> ``Dealcoach_<Name>__c``; a key
     already ending in ``__c`` is used as is). Fields the org lacks (or that are
@@ -154,6 +156,8 @@ from integrations.base import (
     ProviderError,
     RateLimitedError,
     RetriableError,
+    SummaryResult,
+    SummaryUpdate,
 )
 from integrations.salesforce import bulk
 from integrations.salesforce.bulk import BulkCheckpoint, BulkUnavailable
@@ -1378,12 +1382,52 @@ class SalesforceProvider:
                 return str(row["Id"])
         return None
 
-    def update_summary(self, deal_id: str, fields: Mapping[str, str]) -> None:
-        _check_opportunity_id(deal_id)
-        if not fields:
-            return
+    def update_summaries(self, updates: Sequence[SummaryUpdate]) -> list[SummaryResult]:
+        results: list[SummaryResult | None] = [None] * len(updates)
+        pending: list[tuple[int, dict[str, Any]]] = []
+        for index, update in enumerate(updates):
+            try:
+                data = self._summary_record(update)
+            except InvalidRequestError as exc:
+                results[index] = SummaryResult(update.deal_id, error=exc)
+                continue
+            if data is None:
+                results[index] = SummaryResult(update.deal_id)  # nothing the org has
+            else:
+                pending.append((index, data))
+        for start in range(0, len(pending), COLLECTION_LIMIT):
+            batch = pending[start : start + COLLECTION_LIMIT]
+            body = {"allOrNone": False, "records": [record for _, record in batch]}
+
+            def patch(sf: Salesforce, body: dict[str, Any] = body) -> Any:
+                return sf.restful("composite/sobjects", method="PATCH", json=body)
+
+            answer = self._call("opportunity summary update", patch)
+            if not isinstance(answer, list) or len(answer) != len(batch):
+                raise RetriableError("Salesforce composite/sobjects: unexpected answer")
+            for (index, _), item in zip(batch, answer, strict=True):
+                deal_id = updates[index].deal_id
+                if isinstance(item, Mapping) and item.get("success") is True:
+                    results[index] = SummaryResult(deal_id)
+                else:
+                    entry = item if isinstance(item, Mapping) else {}
+                    results[index] = SummaryResult(
+                        deal_id, error=_record_error(entry, "summary update")
+                    )
+        return [
+            result if result is not None else SummaryResult(update.deal_id)
+            for update, result in zip(updates, results, strict=True)
+        ]
+
+    def _summary_record(self, update: SummaryUpdate) -> dict[str, Any] | None:
+        """The ``composite/sobjects`` record of one update: the fields the org has (and
+        may update), converted to their types; None when it has none of them."""
+        _check_opportunity_id(update.deal_id)
+        fields = update.fields
         if any(not key or not isinstance(value, str) for key, value in fields.items()):
             raise InvalidRequestError("summary fields need names and string values")
+        if not fields:
+            return None
         described = self._opportunity_describe()
         data: dict[str, Any] = {}
         for key, value in fields.items():
@@ -1406,9 +1450,8 @@ class SalesforceProvider:
                 continue
             data[found] = converted
         if not data:
-            return
-        path = f"sobjects/Opportunity/{deal_id}"
-        self._call("opportunity update", lambda sf: sf.restful(path, method="PATCH", json=data))
+            return None
+        return {"attributes": {"type": "Opportunity"}, "Id": update.deal_id, **data}
 
     # ------------------------------------------------------------ usage and credentials
 

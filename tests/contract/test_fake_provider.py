@@ -29,6 +29,8 @@ from integrations.base import (
     NotFoundError,
     RateLimitedError,
     RetriableError,
+    SummaryResult,
+    SummaryUpdate,
     WebhookRejected,
 )
 from integrations.fake import (
@@ -404,29 +406,41 @@ def test_update_summary_is_a_modification_by_dealcoach(
 ) -> None:
     deal_id, other = _seed(fake_crm), _seed(fake_crm, "Other")
     [page] = provider.iter_changed_deals(None)
-    provider.update_summary(deal_id, {"Dealcoach_Summary__c": "At risk: no champion"})
+    [done] = provider.update_summaries(
+        [SummaryUpdate(deal_id, {"Dealcoach_Summary__c": "At risk: no champion"})]
+    )
+    assert done == SummaryResult(deal_id)
     assert fake_crm.last_writer(deal_id) == "dealcoach"
     assert fake_crm.last_writer(other) == "user"
     [later] = provider.iter_changed_deals(page.watermark)
     assert [d.id for d in later.deals] == [deal_id]
     assert later.deals[0].fields["Dealcoach_Summary__c"] == "At risk: no champion"
-    provider.update_summary(deal_id, {"Dealcoach_Health__c": "critical"})
+    provider.update_summaries([SummaryUpdate(deal_id, {"Dealcoach_Health__c": "critical"})])
     assert dict(provider.fetch_deal(deal_id).fields) == {
         "Dealcoach_Summary__c": "At risk: no champion",
         "Dealcoach_Health__c": "critical",
     }
 
 
-def test_update_summary_errors(fake_crm: FakeCrm, provider: FakeProvider) -> None:
-    with pytest.raises(NotFoundError):
-        provider.update_summary("D404", {"x": "y"})
+def test_update_summaries_fail_per_deal(fake_crm: FakeCrm, provider: FakeProvider) -> None:
+    deal_id = _seed(fake_crm)
     calls = fake_crm.calls()
-    with pytest.raises(InvalidRequestError):
-        provider.update_summary("bad", {"x": "y"})
-    with pytest.raises(InvalidRequestError):
-        provider.update_summary("D1", {"": "y"})
-    provider.update_summary("D1", {})
-    assert fake_crm.calls() == calls
+    results = provider.update_summaries(
+        [
+            SummaryUpdate("D404", {"x": "y"}),
+            SummaryUpdate("bad", {"x": "y"}),
+            SummaryUpdate(deal_id, {"": "y"}),
+            SummaryUpdate(deal_id, {}),
+            SummaryUpdate(deal_id, {"Dealcoach_Band__c": "at_risk"}),
+        ]
+    )
+    assert [r.deal_id for r in results] == ["D404", "bad", deal_id, deal_id, deal_id]
+    assert isinstance(results[0].error, NotFoundError)
+    assert isinstance(results[1].error, InvalidRequestError)
+    assert isinstance(results[2].error, InvalidRequestError)
+    assert results[3].ok and results[4].ok
+    assert fake_crm.calls() == calls + 2  # the unknown deal and the real update
+    assert provider.fetch_deal(deal_id).fields["Dealcoach_Band__c"] == "at_risk"
 
 
 # ---------------------------------------------------------------- threads and processes
@@ -524,7 +538,7 @@ def test_pause_after_write_in_a_thread(fake_crm: FakeCrm, provider: FakeProvider
     assert thread.is_alive()
     thread.join()
     assert time.monotonic() - started >= 0.5
-    provider.update_summary(deal_id, {"f": "v"})
+    provider.update_summaries([SummaryUpdate(deal_id, {"f": "v"})])
     assert time.monotonic() - started >= 1.0
 
 

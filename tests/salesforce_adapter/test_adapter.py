@@ -28,6 +28,8 @@ from integrations.base import (
     NotFoundError,
     RateLimitedError,
     RetriableError,
+    SummaryResult,
+    SummaryUpdate,
 )
 from integrations.registry import provider_for
 from integrations.salesforce import adapter as adapter_module
@@ -362,7 +364,8 @@ def test_an_org_without_optional_or_custom_fields(tmp_path: Path) -> None:
         assert all(not d.fields for d in deals)
         assert provider.fetch_deal(seeded[0]).id == seeded[0]
         before = emulator.call_counts().get("sobject", 0)
-        provider.update_summary(seeded[0], {"dealcoach_health": "40", "dealcoach_summary": "x"})
+        fields = {"dealcoach_health": "40", "dealcoach_summary": "x"}
+        assert provider.update_summaries([SummaryUpdate(seeded[0], fields)])[0].ok
         assert emulator.call_counts().get("sobject", 0) == before  # nothing to PATCH
 
 
@@ -405,9 +408,9 @@ def test_invalid_ids_are_refused_before_any_call(
         provider.fetch_deal(bad)
     with pytest.raises(InvalidRequestError):
         provider.find_note(bad, marker(1))
-    with pytest.raises(InvalidRequestError):
-        provider.update_summary(bad, {"dealcoach_health": "1"})
     if isinstance(bad, str):
+        [summary] = provider.update_summaries([SummaryUpdate(bad, {"dealcoach_health": "1"})])
+        assert isinstance(summary.error, InvalidRequestError)
         [result] = provider.write_notes([note(bad, 1)])
         assert isinstance(result.error, InvalidRequestError)
     assert all_requests(emulator) == 0
@@ -565,22 +568,20 @@ def test_summary_fields_mapping() -> None:
     assert summary_field_name("dealcoach_x; DROP") is None
 
 
-def test_update_summary_writes_the_fields_the_org_has(
+def test_update_summaries_write_the_fields_the_org_has(
     emulator: RetryAfterEmulator, provider: SalesforceProvider
 ) -> None:
     deal_id = emulator.seed(1, as_of=AS_OF)[0]
     pages = list(provider.iter_changed_deals(None))
     emulator.reset_calls()
-    provider.update_summary(
-        deal_id,
-        {
-            "dealcoach_health": "72",
-            "dealcoach_band": "healthy",  # the org has no Dealcoach_Band__c: skipped
-            "dealcoach_summary": "On track" * 5000,  # cut to the field's 32768 characters
-            "dealcoach_marker": marker(5),
-            "Unknown_Thing": "x",
-        },
-    )
+    fields = {
+        "dealcoach_health": "72",
+        "dealcoach_band": "healthy",  # the org has no Dealcoach_Band__c: skipped
+        "dealcoach_summary": "On track" * 5000,  # cut to the field's 32768 characters
+        "dealcoach_marker": marker(5),
+        "Unknown_Thing": "x",
+    }
+    assert provider.update_summaries([SummaryUpdate(deal_id, fields)]) == [SummaryResult(deal_id)]
     assert api_calls(emulator) == 1
     record = emulator.record(deal_id)
     assert record is not None
@@ -590,18 +591,41 @@ def test_update_summary_writes_the_fields_the_org_has(
     [later] = provider.iter_changed_deals(pages[-1].watermark)
     assert [d.id for d in later.deals] == [deal_id]
     assert later.deals[0].fields["Dealcoach_Health__c"] == "72"
-    provider.update_summary(deal_id, {})
-    provider.update_summary(deal_id, {"dealcoach_health": "not a number"})  # skipped, logged
+    nothing = [SummaryUpdate(deal_id, {}), SummaryUpdate(deal_id, {"dealcoach_health": "x"})]
+    assert all(r.ok for r in provider.update_summaries(nothing))  # skipped, logged
     assert api_calls(emulator) == 3  # the page query, the deletes query; nothing else
 
 
-def test_update_summary_errors(emulator: RetryAfterEmulator, provider: SalesforceProvider) -> None:
-    deal_id = emulator.seed(1, as_of=AS_OF)[0]
-    with pytest.raises(InvalidRequestError):
-        provider.update_summary(deal_id, {"": "x"})
-    emulator.delete("Opportunity", deal_id)
-    with pytest.raises(NotFoundError):
-        provider.update_summary(deal_id, {"dealcoach_health": "1"})
+def test_summaries_of_many_deals_take_one_call_per_200(
+    emulator: RetryAfterEmulator, provider: SalesforceProvider
+) -> None:
+    deal_ids = emulator.seed(250, as_of=AS_OF)
+    provider.list_stages()  # describe is not what this counts
+    provider._opportunity_describe()
+    emulator.reset_calls()
+    updates = [SummaryUpdate(d, {"dealcoach_health": str(n % 100)}) for n, d in enumerate(deal_ids)]
+    results = provider.update_summaries(updates)
+    assert [r.deal_id for r in results] == deal_ids and all(r.ok for r in results)
+    assert api_calls(emulator) == 2  # ceil(250 / 200)
+    assert emulator.record(deal_ids[123])["Dealcoach_Health__c"] == 23  # type: ignore[index]
+
+
+def test_a_failed_summary_is_that_deals_result(
+    emulator: RetryAfterEmulator, provider: SalesforceProvider
+) -> None:
+    kept, gone = emulator.seed(2, as_of=AS_OF)
+    emulator.delete("Opportunity", gone)
+    results = provider.update_summaries(
+        [
+            SummaryUpdate(kept, {"": "x"}),
+            SummaryUpdate(gone, {"dealcoach_health": "1"}),
+            SummaryUpdate(kept, {"dealcoach_health": "9"}),
+        ]
+    )
+    assert isinstance(results[0].error, InvalidRequestError)
+    assert isinstance(results[1].error, NotFoundError)
+    assert results[2].ok
+    assert emulator.record(kept)["Dealcoach_Health__c"] == 9  # type: ignore[index]
 
 
 # ---------------------------------------------------------------- credentials
