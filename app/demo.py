@@ -662,15 +662,14 @@ class Demo:
         written = Counter(str(w["target"]) for w in writebacks if w["state"] == "written")
         report.notes_written = written["note"]
         report.summary_fields_written = written["summary_fields"]
-        patches = calls.get("sobject", 0)
         self.say(
             f"POST /api/v1/connections/{{id}}/sync: every opportunity reviewed and written back "
             f"in {report.sync_seconds:.1f} s: "
             f"{_n(report.notes_written, 'note')} and "
             f"{_n(report.summary_fields_written, 'summary-field update')} written; "
-            f"{_n(report.sync_api_calls, 'Salesforce API call')} "
-            f"({report.sync_api_calls - patches} to read the org and write the notes, "
-            f"{_n(patches, 'PATCH', 'PATCHes')} of summary fields)"
+            f"{_n(report.sync_api_calls, 'Salesforce API call')} in all (the org read in "
+            "one query with its history and contact roles, notes and summary fields written "
+            "in batches of up to 200 records a call)"
         )
 
         reviewed = [d for d in deals if d["latest_review"] is not None]
