@@ -180,7 +180,7 @@ def _engine_rows(engine: dict[str, Any]) -> list[str]:
 
 
 def _salesforce_rows(sf: dict[str, Any]) -> list[str]:
-    return [
+    lines = [
         f"| first sync of {sf['opportunities']:,} opportunities (history, contact roles) | "
         f"**{sf['pull_calls']} calls** (minimum {sf['pull_minimum_calls']}: ratio "
         f"{sf['pull_ratio_to_minimum']}), {sf['pull_seconds']} s |",
@@ -194,6 +194,16 @@ def _salesforce_rows(sf: dict[str, Any]) -> list[str]:
         f"| control: {sf['control_threads']} threads against the same limit | "
         f"{sf['control_request_limit_exceeded']} refused (the count works) |",
     ]
+    if "bulk_calls" in sf:
+        lines.append(
+            f"| first load of {sf['bulk_opportunities']:,} opportunities through Bulk API 2.0 | "
+            f"**{sf['bulk_calls']} calls**, {sf['bulk_seconds']} s |"
+        )
+        lines.append(
+            f"| the same load paged over REST | {sf['bulk_rest_calls']} calls, "
+            f"{sf['bulk_rest_seconds']} s |"
+        )
+    return lines
 
 
 _TABLES = {"engine": _engine_rows, "salesforce": _salesforce_rows}
