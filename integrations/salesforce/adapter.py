@@ -208,6 +208,7 @@ SUMMARY_FIELDS: Final[Mapping[str, str]] = {
     "dealcoach_marker": "Dealcoach_Marker__c",
 }
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _CUSTOM_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,80}__c")
 _ANY_ID = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
 _SEEN_HASH = re.compile(r"[0-9a-f]{10}")
@@ -1152,7 +1153,9 @@ class SalesforceProvider:
                 elif following:
                     mark = BulkCheckpoint(checkpoint.jobs, stamp, following, 0).encode()
                 else:
-                    mark = None if stamp is None else _iso(stamp)
+                    # The load is done: an ordinary watermark (from the epoch if the
+                    # jobs returned nothing, so the checkpoint is never read again).
+                    mark = _iso(stamp or _EPOCH)
                 yield DealPage(tuple(deals), mark, ())
             if not following:
                 return

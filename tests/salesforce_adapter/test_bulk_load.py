@@ -246,3 +246,15 @@ def test_checkpoints_round_trip() -> None:
         BulkCheckpoint(jobs, moment, "MTAwMDA", 1999),
     ):
         assert BulkCheckpoint.parse(checkpoint.encode()) == checkpoint
+
+
+def test_a_load_whose_jobs_found_nothing_ends_with_an_ordinary_watermark(
+    emulator: RetryAfterEmulator, make_provider: ProviderFactory
+) -> None:
+    for opportunity in emulator.seed(3, as_of=AS_OF):
+        emulator.delete("Opportunity", opportunity)  # gone between the REST page and the jobs
+    provider = make_provider(settings=BULK)
+    checkpoint = provider._bulk_start()
+    pages = list(provider.iter_changed_deals(checkpoint.encode()))
+    assert deals_of(pages) == []
+    assert pages[-1].watermark == "1970-01-01T00:00:00.000Z"
