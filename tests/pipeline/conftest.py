@@ -139,7 +139,14 @@ def service_settings(db_settings: Settings, tmp_path: Path, **overrides: Any) ->
 
 
 @pytest.fixture
-def service(db_settings: Settings, tmp_path: Path) -> Iterator[Service]:
+def service(
+    db_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
+    """The app with its embedded worker. Tests start syncs themselves: the reconciler
+    (which Huey runs as soon as the consumer starts, i.e. while a test is still creating
+    its connection) starts none, so a test's sync never finds another one holding the
+    lease. It still rings write-back senders and stale webhook events."""
+    monkeypatch.setattr("app.sync.tasks._due_for_sync", lambda _connection, _minutes: False)
     settings = service_settings(db_settings, tmp_path)
     configure_queue(settings)
     app = create_app(settings)

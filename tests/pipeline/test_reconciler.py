@@ -1,0 +1,64 @@
+"""The reconciler: every minute it starts the syncs that are due (and only those)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from app.connections.models import Connection
+from app.db import session_scope, utcnow
+from app.deals.models import DealSnapshotRow
+from app.sync.tasks import _due_for_sync, reconcile, sync_connection_task
+
+from .conftest import Service, sample_deal
+
+
+def _synced_minutes_ago(service: Service, connection_id: str, minutes: float | None) -> None:
+    value = None if minutes is None else utcnow() - timedelta(minutes=minutes)
+    with session_scope(service.runtime.sessions) as session:
+        session.execute(
+            update(Connection).where(Connection.id == connection_id).values(last_synced_at=value)
+        )
+
+
+def test_the_reconciler_starts_due_syncs_only(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.sync.tasks._due_for_sync", _due_for_sync)  # the real rule
+    never, never_crm = service.add_fake_connection("acct-never")
+    recent, recent_crm = service.add_fake_connection("acct-recent", sync_interval_minutes=30)
+    stale, stale_crm = service.add_fake_connection("acct-stale", sync_interval_minutes=30)
+    for crm in (never_crm, recent_crm, stale_crm):
+        crm.put_deal(sample_deal("D1"))
+    _synced_minutes_ago(service, never, None)
+    _synced_minutes_ago(service, recent, 10)
+    _synced_minutes_ago(service, stale, 31)
+
+    started: list[str] = []
+
+    def enqueue(connection_id: str) -> object:
+        started.append(connection_id)
+        return sync_connection_task(connection_id)
+
+    monkeypatch.setattr("app.sync.tasks.sync_connection_task", enqueue)
+    reconcile.call_local()
+
+    assert sorted(started) == sorted([never, stale])
+
+    def stored(connection_id: str) -> int:
+        return service.count(DealSnapshotRow, DealSnapshotRow.connection_id == connection_id)
+
+    service.wait_for(lambda: stored(never) == 1 and stored(stale) == 1)
+    assert stored(recent) == 0
+    assert recent_crm.calls("list") == 0
+
+
+def test_the_default_interval_applies_without_a_connection_setting() -> None:
+    connection = Connection(settings={}, last_synced_at=utcnow() - timedelta(minutes=14))
+    assert not _due_for_sync(connection, 15)
+    connection.last_synced_at = utcnow() - timedelta(minutes=16)
+    assert _due_for_sync(connection, 15)
+    connection.settings = {"sync_interval_minutes": 60}
+    assert not _due_for_sync(connection, 15)
