@@ -52,14 +52,24 @@ class Contact:
     name: str | None = None
 
 
-#: Fields whose name starts with this (any case) are the service's own write-back
-#: (Salesforce ``Dealcoach_Health__c``, the fake CRM's ``dealcoach_health``, ...).
-OWN_FIELD_PREFIX = "dealcoach_"
+#: The summary fields the service writes on a deal (``app.reviews.pipeline.summary_fields``),
+#: by their neutral key. A CRM may name them in its own case and with ``__c``
+#: (Salesforce ``Dealcoach_Health__c``). Other ``dealcoach_*`` fields are not the
+#: service's: HubSpot evidence properties such as ``dealcoach_metrics`` are the rep's.
+SUMMARY_KEYS = frozenset(
+    {
+        "dealcoach_health",
+        "dealcoach_band",
+        "dealcoach_summary",
+        "dealcoach_prompts",
+        "dealcoach_marker",
+    }
+)
 
 
 def is_own_field(name: str) -> bool:
-    """Whether a CRM field is one the service writes itself (its summary fields)."""
-    return name[: len(OWN_FIELD_PREFIX)].lower() == OWN_FIELD_PREFIX
+    """Whether a CRM field is one of the summary fields the service writes itself."""
+    return name.lower().removesuffix("__c") in SUMMARY_KEYS
 
 
 @dataclass(frozen=True, slots=True)

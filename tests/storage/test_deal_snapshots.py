@@ -7,9 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app.coaching.snapshot import DealSnapshot
+from app.coaching.engine import review_deal
+from app.coaching.playbook import compile_playbook, load_playbook
+from app.coaching.snapshot import SUMMARY_KEYS, DealSnapshot, is_own_field
 from app.deals.serialize import snapshot_from_json
 from app.deals.service import get_snapshot_row, store_snapshot
+from app.reviews.pipeline import summary_fields
+from integrations.salesforce.adapter import SUMMARY_FIELDS
 from tests.pipeline.conftest import sample_deal
 from tests.storage.test_db import make_connection
 
@@ -57,3 +61,21 @@ def test_a_touch_or_the_services_own_fields_are_not_a_change(session: Session) -
     assert not store_snapshot(session, connection.id, echo).changed
     edited = replace(echo, fields={**echo.fields, "Budget__c": "no"})
     assert store_snapshot(session, connection.id, edited).changed
+
+
+def test_evidence_fields_named_dealcoach_are_the_reps_and_count_as_changes(
+    session: Session,
+) -> None:
+    # HubSpot evidence properties of the playbooks (dealcoach_metrics, dealcoach_champion...)
+    connection = make_connection(session)
+    assert store_snapshot(session, connection.id, deal(fields={"dealcoach_metrics": ""})).changed
+    filled = deal(fields={"dealcoach_metrics": "Cut onboarding from 9 to 3 days"})
+    assert store_snapshot(session, connection.id, filled).changed
+
+
+def test_the_own_field_rule_knows_exactly_the_summary_fields_the_service_writes() -> None:
+    review = review_deal(deal(), compile_playbook(load_playbook("meddpicc")), as_of=STAMP)
+    assert set(summary_fields(review, "dc1-0")) == SUMMARY_KEYS
+    assert set(SUMMARY_FIELDS) == SUMMARY_KEYS
+    assert all(is_own_field(name) for name in SUMMARY_FIELDS.values())
+    assert not is_own_field("dealcoach_metrics") and not is_own_field("Dealcoach_Champion__c")
