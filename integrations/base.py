@@ -63,6 +63,11 @@ class RateLimitedError(RetriableError):
     """The CRM refused for a rate limit or concurrency limit."""
 
 
+class NotReadyError(RetriableError):
+    """The CRM is still preparing what was asked (a Bulk API job): ask again later.
+    Not a sign of load: the connection is not throttled for it."""
+
+
 class QuotaExhaustedError(ProviderError):
     """The daily-allowance guard stopped the call before it ate the CRM's quota."""
 

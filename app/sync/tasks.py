@@ -26,7 +26,7 @@ from app.sync.service import SyncReport, sync_connection
 from app.webhooks.service import stale_received
 from app.writeback.service import due_connection_ids
 from app.writeback.tasks import send_writebacks
-from integrations.base import CrmProvider, QuotaExhaustedError, RetriableError
+from integrations.base import CrmProvider, NotReadyError, QuotaExhaustedError, RetriableError
 
 logger = logging.getLogger(__name__)
 SYNC_LEASE = timedelta(minutes=10)
@@ -100,6 +100,12 @@ def sync_connection_task(connection_id: str) -> None:
     except NotImplementedError as exc:
         # No adapter for this CRM yet: nothing to sync; say so once on the connection.
         _note_error(connection_id, f"sync waits for an adapter: {exc}")
+    except NotReadyError as exc:
+        # The CRM is still preparing a bulk load: come back, without throttling the
+        # connection's reviews and write-backs meanwhile.
+        delay = exc.retry_after or DEFAULT_RETRY_SECONDS
+        logger.info("sync of %s waits %.0f s: %s", connection_id, delay, exc)
+        sync_connection_task.enqueue_in(delay, connection_id)
     except RetriableError as exc:
         delay = exc.retry_after or DEFAULT_RETRY_SECONDS
         pause(connection_id, delay)

@@ -153,6 +153,7 @@ from integrations.base import (
     NoteRequest,
     NoteResult,
     NotFoundError,
+    NotReadyError,
     ProviderError,
     RateLimitedError,
     RetriableError,
@@ -208,7 +209,6 @@ SUMMARY_FIELDS: Final[Mapping[str, str]] = {
     "dealcoach_marker": "Dealcoach_Marker__c",
 }
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _CUSTOM_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,80}__c")
 _ANY_ID = re.compile(r"[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?")
 _SEEN_HASH = re.compile(r"[0-9a-f]{10}")
@@ -248,7 +248,9 @@ _SUBQUERIES: Final[Mapping[str, str]] = {
         "SELECT ContactId, Role, IsPrimary, Contact.Name FROM OpportunityContactRoles"
     ),
     "Histories": (
-        "SELECT Field, OldValue, NewValue, CreatedDate FROM Histories ORDER BY CreatedDate ASC"
+        "SELECT Field, OldValue, NewValue, CreatedDate FROM Histories "
+        "WHERE Field IN ('Amount', 'CloseDate', 'Owner', 'OwnerId', 'StageName') "
+        "ORDER BY CreatedDate ASC"
     ),
 }
 # describe types of the child columns the bulk load reads (REST returns them typed).
@@ -1027,6 +1029,7 @@ class SalesforceProvider:
             for relationship, soql in bulk.CHILD_QUERIES.items()
         ]
         jobs: list[str] = []
+        started: datetime | None = None
         for soql in queries:
             if not soql:
                 jobs.append("")
@@ -1043,14 +1046,19 @@ class SalesforceProvider:
             if not bulk.is_job_id(job_id):
                 raise RetriableError("Salesforce bulk query job: unexpected answer")
             jobs.append(str(job_id))
-        return BulkCheckpoint(tuple(jobs))
+            if started is None:  # the Opportunity job: its snapshot time, Salesforce's clock
+                started = _parse_stamp(info.get("createdDate")) or datetime.now(UTC)
+        assert started is not None  # the Opportunity job always exists
+        return BulkCheckpoint(tuple(jobs), started)
 
-    def _bulk_wait(self, checkpoint: BulkCheckpoint) -> None:
-        """Poll the load's jobs until all are complete.
+    def _bulk_wait(self, checkpoint: BulkCheckpoint) -> Iterator[DealPage]:
+        """Poll the load's jobs until all are complete; while they run, yield the same
+        checkpoint between polls (the sync commits it: its lease stays alive and no
+        transaction sits open).
 
         Raises:
             BulkUnavailable: a job failed or was aborted.
-            RetriableError: still running after :data:`~bulk.BULK_WAIT_LIMIT` seconds
+            NotReadyError: still running after :data:`~bulk.BULK_WAIT_LIMIT` seconds
                 (the next sync polls the same jobs: they are in the checkpoint).
         """
         pending = [job for job in checkpoint.jobs if job]
@@ -1075,52 +1083,66 @@ class SalesforceProvider:
             if not pending:
                 return
             if time.monotonic() >= deadline:
-                raise RetriableError(
-                    f"Salesforce bulk query jobs still running after {bulk.BULK_WAIT_LIMIT:g} s"
+                raise NotReadyError(
+                    f"Salesforce bulk query jobs still running after {bulk.BULK_WAIT_LIMIT:g} s",
+                    retry_after=60.0,
                 )
+            yield DealPage((), checkpoint.encode(), ())
             delays = bulk.BULK_POLL_DELAYS
             time.sleep(delays[min(polls, len(delays) - 1)])
             polls += 1
 
     def _bulk_results(self, job: str, locator: str) -> tuple[str, str]:
-        """One results page of a job: (CSV text, the next page's locator or "")."""
+        """One results page of a job: (CSV text, the next page's locator or "").
+
+        Raises:
+            BulkUnavailable: an answer that is not a results page (no record count, not
+                UTF-8, a locator that is not one).
+        """
 
         def page(sf: Salesforce) -> Any:
-            return self._bulk_client(sf).get_query_results(job, locator, bulk.BULK_RESULTS_PAGE)
+            try:
+                return self._bulk_client(sf).get_query_results(job, locator, bulk.BULK_RESULTS_PAGE)
+            except (KeyError, ValueError) as exc:  # no Sforce-NumberOfRecords; not UTF-8
+                raise BulkUnavailable(f"unreadable bulk results ({type(exc).__name__})") from None
 
         answer = self._call("bulk query results", page)
         text, following = answer.get("records"), answer.get("locator") or ""
         if not isinstance(text, str) or not isinstance(following, str):
-            raise RetriableError("Salesforce bulk query results: unexpected answer")
+            raise BulkUnavailable("unreadable bulk results")
+        if following and not bulk.is_locator(following):
+            raise BulkUnavailable("bulk results: malformed Sforce-Locator")
         return text, following
 
-    def _bulk_children(self, job: str) -> dict[str, list[dict[str, Any]]]:
-        rows: list[dict[str, Any]] = []
-        locator = ""
-        while True:
-            text, locator = self._bulk_results(job, locator)
-            rows.extend(bulk.records_from_csv(text, _CHILD_TYPES))
-            if not locator:
-                return bulk.group_children(rows)
-
     def _bulk_pages(self, checkpoint: BulkCheckpoint) -> Iterator[DealPage]:
-        """The load's opportunities from ``checkpoint`` on, a checkpoint after every page."""
-        stages = self._stage_catalogue()
+        """The load's opportunities from ``checkpoint`` on, a checkpoint after every page.
+        A failed job, an unreadable answer, or jobs Salesforce has deleted (7 days later)
+        end the load: it starts again on REST (deals already stored come back unchanged,
+        so they are not reviewed twice)."""
         try:
-            self._bulk_wait(checkpoint)
-            children = {
-                relationship: self._bulk_children(job)
-                for relationship, job in checkpoint.child_jobs().items()
-            }
+            yield from self._bulk_load(checkpoint)
         except (BulkUnavailable, NotFoundError) as exc:
-            # A failed job, or jobs Salesforce has deleted (7 days): start the load again.
             logger.warning(
                 "salesforce connection %s: bulk load abandoned, paging REST: %s",
                 self._context.connection_id,
                 exc,
             )
             yield from self._changed_pages(_Cursor(), incremental=False, allow_bulk=False)
-            return
+
+    def _bulk_load(self, checkpoint: BulkCheckpoint) -> Iterator[DealPage]:
+        stages = self._stage_catalogue()
+        yield from self._bulk_wait(checkpoint)
+        children: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for relationship, job in checkpoint.child_jobs().items():
+            rows: list[dict[str, Any]] = []
+            locator = ""
+            while True:
+                text, locator = self._bulk_results(job, locator)
+                rows.extend(bulk.records_from_csv(text, _CHILD_TYPES))
+                if not locator:
+                    break
+                yield DealPage((), checkpoint.encode(), ())  # keeps the sync's lease
+            children[relationship] = bulk.group_children(rows)
         types = {
             name: str(info.get("type"))
             for name, info in self._opportunity_describe().fields.items()
@@ -1131,7 +1153,7 @@ class SalesforceProvider:
             text, following = self._bulk_results(checkpoint.opportunity_job, locator)
             records = bulk.records_from_csv(text, types)
             if skip > len(records):
-                raise InvalidRequestError("Salesforce bulk checkpoint is past its results page")
+                raise BulkUnavailable("the checkpoint is past its results page")
             for start in range(skip, max(len(records), skip + 1), step):
                 deals: list[DealSnapshot] = []
                 for record in records[start : start + step]:
@@ -1139,23 +1161,21 @@ class SalesforceProvider:
                     if modified is not None and (stamp is None or modified > stamp):
                         stamp = modified
                     rid = str(record.get("Id") or "")[:15]
-                    for relationship in checkpoint.child_jobs():
-                        rows = children[relationship].get(rid, [])
+                    for relationship, grouped in children.items():
+                        kids = grouped.get(rid, [])
                         record[relationship] = {
-                            "totalSize": len(rows),
+                            "totalSize": len(kids),
                             "done": True,
-                            "records": rows,
+                            "records": kids,
                         }
                     self._map_into(deals, record, stages)
                 end = min(start + step, len(records))
                 if end < len(records):
-                    mark: str | None = BulkCheckpoint(checkpoint.jobs, stamp, locator, end).encode()
+                    mark = checkpoint.at(locator, end, stamp).encode()
                 elif following:
-                    mark = BulkCheckpoint(checkpoint.jobs, stamp, following, 0).encode()
+                    mark = checkpoint.at(following, 0, stamp).encode()
                 else:
-                    # The load is done: an ordinary watermark (from the epoch if the
-                    # jobs returned nothing, so the checkpoint is never read again).
-                    mark = _iso(stamp or _EPOCH)
+                    mark = checkpoint.at("", 0, stamp).final_watermark()
                 yield DealPage(tuple(deals), mark, ())
             if not following:
                 return

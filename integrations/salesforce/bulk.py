@@ -15,12 +15,15 @@ The checkpoint (the sync watermark while a load runs) names the four jobs, the
 results page being read (Salesforce's ``Sforce-Locator``) and how many of its
 records were already handed over::
 
-    bulk|<latest SystemModstamp or ->|<opp job>,<3 child jobs or ->|<locator or ->|<n>
+    bulk|<newest SystemModstamp or ->|<job start>|<opp job>,<3 child jobs or ->|<locator or ->|<n>
 
 A restart resumes from it: children are read again (the job results stay for 7
 days), opportunities from the locator on. The load ends with a plain
-``SystemModstamp`` watermark: the next sync is an ordinary incremental one
-(REST, with the overlap window).
+watermark, the earlier of the newest ``SystemModstamp`` it read and the moment
+the opportunity job was created (Salesforce's clock): a job reads in chunks,
+in parallel, so a record edited while it ran may come in its old state beside
+newer ones; the next sync (REST, incremental, with the overlap window) reads
+it again.
 """
 
 from __future__ import annotations
@@ -43,10 +46,13 @@ __all__ = [
     "BULK_THRESHOLD",
     "BULK_WAIT_LIMIT",
     "CHILD_QUERIES",
+    "HISTORY_FIELDS",
     "BulkCheckpoint",
     "BulkUnavailable",
     "bulk_threshold",
     "group_children",
+    "is_job_id",
+    "is_locator",
     "records_from_csv",
 ]
 
@@ -65,6 +71,10 @@ BULK_POLL_DELAYS: Final[tuple[float, ...]] = (0.5, 1.0, 2.0, 5.0, 10.0)
 BULK_WAIT_LIMIT: Final = 300.0
 BULK_PREFIX: Final = "bulk|"
 
+#: The ``OpportunityFieldHistory.Field`` values the snapshot uses (the mapper ignores the
+#: rest): the REST subquery and the Bulk job filter on them (literally, in their SOQL).
+HISTORY_FIELDS: Final = frozenset({"Amount", "CloseDate", "Owner", "OwnerId", "StageName"})
+
 #: Child relationship -> the Bulk 2.0 query of its rows (joined on ``OpportunityId``).
 CHILD_QUERIES: Final[Mapping[str, str]] = {
     "OpportunityHistories": (
@@ -75,13 +85,17 @@ CHILD_QUERIES: Final[Mapping[str, str]] = {
         "SELECT OpportunityId, ContactId, Role, IsPrimary, Contact.Name FROM OpportunityContactRole"
     ),
     "Histories": (
-        "SELECT OpportunityId, Field, OldValue, NewValue, CreatedDate FROM OpportunityFieldHistory"
+        "SELECT OpportunityId, Field, OldValue, NewValue, CreatedDate FROM OpportunityFieldHistory "
+        "WHERE Field IN ('Amount', 'CloseDate', 'Owner', 'OwnerId', 'StageName')"
     ),
 }
 
 _JOB_ID = re.compile(r"750[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?")
 _LOCATOR = re.compile(r"[0-9A-Za-z+/=_-]{1,200}")
+_SKIP = re.compile(r"[0-9]{1,9}")
 _NUMBER_TYPES: Final = frozenset({"double", "currency", "percent"})
+# Long text areas hold up to 131,072 characters, the csv module's default limit.
+csv.field_size_limit(max(csv.field_size_limit(), 16 * 1024 * 1024))
 
 
 class BulkUnavailable(Exception):
@@ -102,9 +116,18 @@ class BulkCheckpoint:
     """Where a bulk load stands (see the module doc)."""
 
     jobs: tuple[str, ...]  # the Opportunity job, then one per CHILD_QUERIES entry ("" = none)
-    stamp: datetime | None = None
+    started: datetime  # when Salesforce created the Opportunity job
+    stamp: datetime | None = None  # the newest SystemModstamp handed over so far
     locator: str = ""  # "" = the first results page
     skip: int = 0
+
+    def at(self, locator: str, skip: int, stamp: datetime | None) -> BulkCheckpoint:
+        return BulkCheckpoint(self.jobs, self.started, stamp, locator, skip)
+
+    def final_watermark(self) -> str:
+        """The ordinary watermark that ends the load (see the module doc)."""
+        newest = self.stamp if self.stamp is not None else self.started
+        return _iso(min(newest, self.started))
 
     @property
     def opportunity_job(self) -> str:
@@ -120,34 +143,46 @@ class BulkCheckpoint:
     def encode(self) -> str:
         stamp = "-" if self.stamp is None else _iso(self.stamp)
         jobs = ",".join(job or "-" for job in self.jobs)
-        return f"{BULK_PREFIX}{stamp}|{jobs}|{self.locator or '-'}|{self.skip}"
+        return f"{BULK_PREFIX}{stamp}|{_iso(self.started)}|{jobs}|{self.locator or '-'}|{self.skip}"
 
     @classmethod
     def parse(cls, watermark: str) -> BulkCheckpoint:
         parts = watermark.split("|")
-        if len(parts) != 5 or f"{parts[0]}|" != BULK_PREFIX:
+        if len(parts) != 6 or f"{parts[0]}|" != BULK_PREFIX:
             raise InvalidRequestError("malformed Salesforce bulk checkpoint")
-        _, stamp_text, jobs_text, locator, skip_text = parts
-        stamp: datetime | None = None
-        if stamp_text != "-":
-            try:
-                stamp = datetime.fromisoformat(stamp_text).astimezone(UTC)
-            except ValueError:
-                raise InvalidRequestError("malformed Salesforce bulk checkpoint") from None
+        _, stamp_text, started_text, jobs_text, locator, skip_text = parts
+        stamp = None if stamp_text == "-" else _parse_utc(stamp_text)
+        started = _parse_utc(started_text)
         jobs = tuple("" if job == "-" else job for job in jobs_text.split(","))
         if len(jobs) != 1 + len(CHILD_QUERIES) or not jobs[0]:
             raise InvalidRequestError("malformed Salesforce bulk checkpoint")
         if any(job and not _JOB_ID.fullmatch(job) for job in jobs):
             raise InvalidRequestError("malformed Salesforce bulk checkpoint")
-        if locator != "-" and not _LOCATOR.fullmatch(locator):
+        if locator != "-" and not is_locator(locator):
             raise InvalidRequestError("malformed Salesforce bulk checkpoint")
-        if not skip_text.isdigit() or len(skip_text) > 9:
+        if not _SKIP.fullmatch(skip_text):
             raise InvalidRequestError("malformed Salesforce bulk checkpoint")
-        return cls(jobs, stamp, "" if locator == "-" else locator, int(skip_text))
+        return cls(jobs, started, stamp, "" if locator == "-" else locator, int(skip_text))
+
+
+def _parse_utc(text: str) -> datetime:
+    """An ISO 8601 date-time that states its offset (``Z`` or ``+00:00``), in UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequestError("malformed Salesforce bulk checkpoint") from None
+    if moment.tzinfo is None:
+        raise InvalidRequestError("malformed Salesforce bulk checkpoint")
+    return moment.astimezone(UTC)
 
 
 def is_job_id(value: object) -> bool:
     return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
+
+
+def is_locator(value: object) -> bool:
+    """A results locator as Salesforce sends them (base64-like, short)."""
+    return isinstance(value, str) and _LOCATOR.fullmatch(value) is not None
 
 
 def records_from_csv(
@@ -158,11 +193,15 @@ def records_from_csv(
     lower-case name) is boolean or numeric gets a JSON-typed value, as REST returns it."""
     types = field_types or {}
     records: list[dict[str, Any]] = []
-    for row in csv.DictReader(io.StringIO(text)):
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise BulkUnavailable(f"unreadable bulk results: {exc}") from None
+    for row in rows:
         record: dict[str, Any] = {}
         for column, raw in row.items():
             if column is None:
-                raise InvalidRequestError("Salesforce bulk results: a row has extra columns")
+                raise BulkUnavailable("unreadable bulk results: a row has extra columns")
             value = _typed(raw, types.get(column.lower()))
             head, _, rest = column.partition(".")
             if rest:
@@ -207,6 +246,8 @@ def _typed(raw: str | None, field_type: str | None) -> Any:
             return int(raw)
         except ValueError:
             return raw
+    if field_type == "datetime" and raw.endswith("Z"):
+        return raw[:-1] + "+0000"  # as REST writes date-times: same snapshot either way
     return raw
 
 

@@ -11,10 +11,11 @@ from app.connections.models import Connection
 from app.connections.runner import with_provider
 from app.db import session_scope, utcnow
 from app.deals.models import DealHistoryRow, DealSnapshotRow
+from app.ratelimit import paused_for
 from app.reviews.models import Review, ReviewTrigger
 from app.sync.service import sync_connection
 from app.sync.tasks import sync_connection_task
-from integrations.base import CrmProvider, RetriableError
+from integrations.base import CrmProvider, NotReadyError, RetriableError
 
 from .conftest import Service, sample_deal
 
@@ -128,3 +129,22 @@ def test_every_page_extends_the_sync_lease(service: Service) -> None:
     assert len(leases) == 3  # one page per deal
     assert all(lease > almost_over for lease in leases)
     assert leases == sorted(leases)
+
+
+def test_a_crm_still_preparing_a_bulk_load_delays_the_sync_without_throttling(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection_id, _ = service.add_fake_connection()
+
+    def not_ready(*_args: object, **_kwargs: object) -> None:
+        raise NotReadyError("bulk query jobs still running", retry_after=60.0)
+
+    later: list[tuple[float, str]] = []
+    monkeypatch.setattr("app.sync.tasks.sync_connection", not_ready)
+    monkeypatch.setattr(
+        sync_connection_task, "enqueue_in", lambda delay, cid: later.append((delay, cid))
+    )
+    sync_connection_task.call_local(connection_id)
+
+    assert later == [(60.0, connection_id)]
+    assert paused_for(connection_id) == 0  # reviews and write-backs go on meanwhile
