@@ -62,7 +62,8 @@ def get_snapshot_row(session: Session, connection_id: str, deal_id: str) -> Deal
 
 
 def _older(deal: DealSnapshot, row: DealSnapshotRow) -> bool:
-    """Whether ``deal`` is an older read than the stored one (both stamps known)."""
+    """Whether ``deal`` is an older read than the stored one (both stamps known; with
+    equal stamps the later read wins, and the next sync's overlap reads it again)."""
     stored = (row.data or {}).get("modified_at")
     if deal.modified_at is None or not isinstance(stored, str):
         return False

@@ -25,6 +25,8 @@ class WriteBackState(StrEnum):
     """Failed for now; retried at ``next_attempt_at``."""
     DEAD = "dead"
     """Given up on (too many attempts, or an error that retrying cannot fix)."""
+    SUPERSEDED = "superseded"
+    """A summary-field write replaced by a newer review's summary before it was sent."""
 
 
 class WriteBack(Base):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -72,10 +72,20 @@ def add_writeback(
     marker: str,
     payload: dict[str, object],
 ) -> WriteBack | None:
-    """Create the outbox row unless this exact write was already intended (returns None)."""
-    key = dedupe_key(connection_id, deal_id, target.value, marker)
+    """Create the outbox row unless this exact write was already intended (returns None).
+
+    Notes and tasks are deduplicated on their content's marker: a review whose content
+    was already written (or is on its way) adds nothing. Summary fields mirror the
+    latest review, so each review writes them (a deal back in an earlier state gets
+    that state's summary again), and a newer summary supersedes the older ones not yet
+    sent (:func:`supersede_summaries`).
+    """
+    identity = marker if target != WriteBackTarget.SUMMARY_FIELDS else f"{marker}:{review_id}"
+    key = dedupe_key(connection_id, deal_id, target.value, identity)
     if session.scalar(select(WriteBack.id).where(WriteBack.dedupe_key == key)) is not None:
         return None
+    if target == WriteBackTarget.SUMMARY_FIELDS:
+        supersede_summaries(session, connection_id, deal_id, utcnow())
     row = WriteBack(
         review_id=review_id,
         connection_id=connection_id,
@@ -91,6 +101,25 @@ def add_writeback(
     session.add(row)
     session.flush()
     return row
+
+
+def supersede_summaries(session: Session, connection_id: str, deal_id: str, now: datetime) -> int:
+    """Older summary-field writes of the deal that are due and not held by a sender
+    become ``superseded``: sent later they would overwrite a newer summary. One a sender
+    holds is left to finish (the newer row is sent after it)."""
+    result = session.execute(
+        update(WriteBack)
+        .where(
+            WriteBack.connection_id == connection_id,
+            WriteBack.deal_external_id == deal_id,
+            WriteBack.target == WriteBackTarget.SUMMARY_FIELDS,
+            WriteBack.state.in_(_DUE_STATES),
+            or_(WriteBack.claimed_until.is_(None), WriteBack.claimed_until <= now),
+        )
+        .values(state=WriteBackState.SUPERSEDED, next_attempt_at=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def due_writebacks(
