@@ -381,21 +381,25 @@ class Demo:
                 client.close()
         self.api = self.crm = None
         service, self.service = self.service, None
-        if service is not None and service.poll() is None:
-            service.send_signal(signal.SIGTERM)
-            try:
-                service.wait(30)
-            except subprocess.TimeoutExpired:
-                service.kill()
-                service.wait(5)
-        emulator, self.emulator = self.emulator, None
-        if emulator is not None:
-            emulator.stop()  # saves its state into the data directory
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._own_dir and self.data_dir != Path() and self.data_dir.exists():
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        try:
+            if service is not None and service.poll() is None:
+                service.send_signal(signal.SIGTERM)
+                try:
+                    service.wait(30)
+                except subprocess.TimeoutExpired:
+                    service.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        service.wait(5)
+        finally:
+            # Whatever happened to the service, the emulator and the files go too.
+            emulator, self.emulator = self.emulator, None
+            if emulator is not None:
+                emulator.stop()  # saves its state into the data directory
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            if self._own_dir and self.data_dir != Path() and self.data_dir.exists():
+                shutil.rmtree(self.data_dir, ignore_errors=True)
 
     @property
     def service_log(self) -> Path:

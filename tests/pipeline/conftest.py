@@ -142,11 +142,13 @@ def service_settings(db_settings: Settings, tmp_path: Path, **overrides: Any) ->
 def service(
     db_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Service]:
-    """The app with its embedded worker. Tests start syncs themselves: the reconciler
-    (which Huey runs as soon as the consumer starts, i.e. while a test is still creating
-    its connection) starts none, so a test's sync never finds another one holding the
-    lease. It still rings write-back senders and stale webhook events."""
+    """The app with its embedded worker. Tests start syncs and write-back sends
+    themselves: the reconciler (which Huey runs as soon as the consumer starts and then
+    every minute, i.e. at any moment of a test) starts none, so a test's sync or send
+    never races one of its own (a fault injected for the test's send must meet that
+    send). It still re-rings stale webhook events. ``test_reconciler`` tests it."""
     monkeypatch.setattr("app.sync.tasks._due_for_sync", lambda _connection, _minutes: False)
+    monkeypatch.setattr("app.sync.tasks.due_connection_ids", lambda _session, _now: [])
     settings = service_settings(db_settings, tmp_path)
     configure_queue(settings)
     app = create_app(settings)

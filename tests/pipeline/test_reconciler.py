@@ -1,4 +1,5 @@
-"""The reconciler: every minute it starts the syncs that are due (and only those)."""
+"""The reconciler: every minute it starts the syncs that are due (and only those) and
+rings the sender of due write-backs. (The other pipeline tests keep it from doing either.)"""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from app.connections.models import Connection
 from app.db import session_scope, utcnow
 from app.deals.models import DealSnapshotRow
 from app.sync.tasks import _due_for_sync, reconcile, sync_connection_task
+from app.writeback.models import WriteBack, WriteBackState
+from app.writeback.service import due_connection_ids
 
 from .conftest import Service, sample_deal
+from .test_writeback_exactly_once import _review
 
 
 def _synced_minutes_ago(service: Service, connection_id: str, minutes: float | None) -> None:
@@ -62,3 +66,21 @@ def test_the_default_interval_applies_without_a_connection_setting() -> None:
     assert _due_for_sync(connection, 15)
     connection.settings = {"sync_interval_minutes": 60}
     assert not _due_for_sync(connection, 15)
+
+
+def test_the_reconciler_rings_the_sender_of_due_write_backs(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.sync.tasks.due_connection_ids", due_connection_ids)  # the real one
+    connection_id, crm = service.add_fake_connection()
+    crm.put_deal(sample_deal("D1"))
+    _review(service, connection_id, "D1")  # a write-back row, no sender rung
+    with session_scope(service.runtime.sessions) as session:
+        session.execute(update(WriteBack).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+    reconcile.call_local()
+
+    service.wait_for(lambda: len(crm.notes_on("D1")) == 1)
+    service.wait_for(
+        lambda: service.count(WriteBack, WriteBack.state == WriteBackState.WRITTEN) == 1
+    )
