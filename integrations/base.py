@@ -191,12 +191,16 @@ class InboundRequest:
 
 @dataclass(frozen=True, slots=True)
 class WebhookEvent:
-    """One event about one deal. ``identity`` is unique per delivery of this event."""
+    """One event about one deal. ``identity`` is unique per delivery of this event.
+    ``detail`` is the event's own part of the request (its JSON object, its
+    notification's XML), which the inbox keeps instead of the whole request: a
+    delivery of 100 events stores each event once, not the request 100 times."""
 
     identity: str
     deal_id: str
     kind: Literal["stage_change", "created", "changed", "ignored"]
     occurred_at: datetime | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

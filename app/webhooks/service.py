@@ -57,7 +57,9 @@ def store_events(
     body: bytes,
 ) -> StoredEvents:
     """Insert each event not seen before. Commits per event, so that concurrent
-    redeliveries of the same event race on the unique constraint, not on a read."""
+    redeliveries of the same event race on the unique constraint, not on a read.
+    Each row keeps its event's own part of the request (``detail``), or the body
+    when the parser gives none."""
     new: list[WebhookDelivery] = []
     duplicates = 0
     kept_headers = safe_headers(headers)
@@ -77,7 +79,7 @@ def store_events(
             provider=provider,
             identity=event.identity,
             headers=kept_headers,
-            body=text_body,
+            body=text_body if event.detail is None else event.detail[:MAX_STORED_BODY],
             status=(DeliveryStatus.IGNORED if event.kind == "ignored" else DeliveryStatus.RECEIVED),
             deal_external_ids=[event.deal_id],
         )

@@ -278,6 +278,7 @@ def parse_fake_webhook(
                 deal_id=deal_id,
                 kind=neutral,
                 occurred_at=occurred,
+                detail=json.dumps(raw, separators=(",", ":"), sort_keys=True),
             )
         )
     reply = json.dumps({"received": len(events)}).encode()

@@ -52,7 +52,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, tostring
 
 import defusedxml.ElementTree as SafeElementTree
 from defusedxml import DefusedXmlException
@@ -179,14 +179,19 @@ def _identity(*parts: str) -> str:
 
 
 def _event(
-    identity: str, record_id: object, occurred: datetime | None, *, opportunity: bool = True
+    identity: str,
+    record_id: object,
+    occurred: datetime | None,
+    detail: str,
+    *,
+    opportunity: bool = True,
 ) -> WebhookEvent:
     """A stage change of a valid opportunity id; anything else is ``ignored``."""
     if opportunity and is_opportunity_id(record_id):
-        return WebhookEvent(identity, record_id, "stage_change", occurred)
+        return WebhookEvent(identity, record_id, "stage_change", occurred, detail)
     # Not about an opportunity (or not an id at all): kept, acknowledged, never reviewed.
     known = record_id if is_salesforce_id(record_id) else ""
-    return WebhookEvent(identity, known, "ignored", occurred)
+    return WebhookEvent(identity, known, "ignored", occurred, detail)
 
 
 def _check_size(request: InboundRequest) -> None:
@@ -273,6 +278,7 @@ def parse_outbound_message(
                 _identity(org, notification_id),
                 _text(_child(sobject, SOBJECT_NS, "Id")),
                 _sobject_time(sobject),
+                tostring(item, encoding="unicode"),
                 opportunity=not declared or declared.rpartition(":")[2] == "Opportunity",
             )
         )
@@ -318,7 +324,8 @@ def _json_event(raw: object, org: str) -> WebhookEvent:
     if not isinstance(opportunity_id, str) or not isinstance(item.get("stageName"), str):
         raise WebhookRejected("each event needs string opportunityId and stageName", status=400)
     occurred = _occurred_at(item.get("occurredAt"))
-    return _event(_identity(org, event_id, opportunity_id), opportunity_id, occurred)
+    detail = json.dumps(raw, separators=(",", ":"), sort_keys=True)
+    return _event(_identity(org, event_id, opportunity_id), opportunity_id, occurred, detail)
 
 
 def parse_signed_json(

@@ -65,6 +65,14 @@ def test_a_message_with_several_notifications_is_stored_once_and_acked(sf: Sales
     ).json()
     assert shown["headers"]["content-type"] == "text/xml; charset=utf-8"
     assert "soapaction" in shown["headers"]
+    # Each delivery keeps its own notification, not the whole message three times.
+    for item in items:
+        body_of = sf.service.client.get(
+            f"/api/v1/webhook-deliveries/{item['id']}", headers=sf.service.auth()
+        ).json()["body"]
+        mine = item["deal_ids"][0]
+        assert mine in body_of and "Notification" in body_of
+        assert all(other not in body_of for other in {OPP_1, OPP_2, OPP_3[:15]} - {mine})
 
     # Salesforce retries (the same notification ids): nothing new, still acknowledged.
     assert_acked(sf.post_outbound(body))
