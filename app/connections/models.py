@@ -48,6 +48,11 @@ class Connection(Base):
     credentials_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     webhook_token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    # The webhook secret before the last rotation, accepted for a grace period (see
+    # ``app.connections.service.WEBHOOK_SECRET_GRACE``) so in-flight deliveries land.
+    previous_webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_webhook_token_hash: Mapped[str | None] = mapped_column(String(128))
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     status: Mapped[ConnectionStatus] = mapped_column(
         StrEnumType(ConnectionStatus), default=ConnectionStatus.ACTIVE

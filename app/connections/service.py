@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +25,7 @@ from app.connections.schemas import (
     ConnectionUpdate,
     CredentialsUpdate,
 )
-from app.db import new_id
+from app.db import new_id, utcnow
 from app.security.crypto import SecretBox
 from app.security.urls import validate_instance_url
 from integrations.base import ConnectionContext
@@ -56,10 +57,49 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: After a webhook secret is replaced, the old one is still accepted this long:
+#: Salesforce retries an Outbound Message (to the URL it was queued with) for 24 h.
+WEBHOOK_SECRET_GRACE = timedelta(hours=25)
+
+
 def _apply_webhook_secret(box: SecretBox, connection: Connection, secret: str | None) -> None:
+    """Set (or clear) the webhook secret. A replaced secret and its Outbound Message
+    token stay valid for :data:`WEBHOOK_SECRET_GRACE`; clearing the secret ends
+    every grace at once."""
+    current = webhook_secret_of(box, connection)
+    if secret and current and current != secret:
+        connection.previous_webhook_secret_encrypted = connection.webhook_secret_encrypted
+        connection.previous_webhook_token_hash = connection.webhook_token_hash
+        connection.webhook_secret_rotated_at = utcnow()
+    elif not secret:
+        connection.previous_webhook_secret_encrypted = None
+        connection.previous_webhook_token_hash = None
+        connection.webhook_secret_rotated_at = None
     connection.webhook_secret_encrypted = box.encrypt_text(secret) if secret else None
     token = outbound_token(box, connection)
     connection.webhook_token_hash = token_hash(token) if token else None
+
+
+def previous_webhook_secret_of(
+    box: SecretBox, connection: Connection, now: datetime | None = None
+) -> str | None:
+    """The replaced webhook secret while its grace period lasts, else None."""
+    rotated = connection.webhook_secret_rotated_at
+    if connection.previous_webhook_secret_encrypted is None or rotated is None:
+        return None
+    if (now or utcnow()) - rotated > WEBHOOK_SECRET_GRACE:
+        return None
+    return box.decrypt_text(connection.previous_webhook_secret_encrypted)
+
+
+def previous_token_hash_of(connection: Connection, now: datetime | None = None) -> str | None:
+    """The replaced Outbound Message token's hash while its grace period lasts."""
+    rotated = connection.webhook_secret_rotated_at
+    if connection.previous_webhook_token_hash is None or rotated is None:
+        return None
+    if (now or utcnow()) - rotated > WEBHOOK_SECRET_GRACE:
+        return None
+    return connection.previous_webhook_token_hash
 
 
 def create_connection(

@@ -201,7 +201,8 @@ def _create_dev_key_file(path: Path) -> None:
 
 
 def rotate_secrets(session: Session, box: SecretBox) -> int:
-    """Re-encrypt every connection's credentials and webhook secret with the newest key.
+    """Re-encrypt every connection's credentials and webhook secrets (the current one,
+    and one replaced but still in its grace period) with the newest key.
 
     Returns the number of secrets (encrypted values) re-encrypted. Rows are
     locked (``FOR UPDATE`` on PostgreSQL) while this runs. Flushes only; if
@@ -222,6 +223,11 @@ def rotate_secrets(session: Session, box: SecretBox) -> int:
             if connection.webhook_secret_encrypted is not None:
                 connection.webhook_secret_encrypted = box.rotate(
                     connection.webhook_secret_encrypted
+                )
+                count += 1
+            if connection.previous_webhook_secret_encrypted is not None:
+                connection.previous_webhook_secret_encrypted = box.rotate(
+                    connection.previous_webhook_secret_encrypted
                 )
                 count += 1
         except SecretDecryptError:

@@ -20,7 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_cursor, encode_cursor
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.connections.models import Connection, ConnectionStatus, Provider
-from app.connections.service import context_for, token_hash, webhook_secret_of
+from app.connections.service import (
+    context_for,
+    previous_token_hash_of,
+    previous_webhook_secret_of,
+    token_hash,
+    webhook_secret_of,
+)
 from app.db import utcnow
 from app.reviews.tasks import review_deal_events
 from app.runtime import Runtime
@@ -100,12 +106,16 @@ async def salesforce_signed_json(
 
 
 def _url_token_ok(connection: Connection, url_token: str | None) -> bool:
+    """The URL's token is the connection's, or the one it replaced within the grace
+    period (both compared in constant time, both always compared)."""
     if url_token is None:
         return True  # the endpoint is not authenticated by its URL
-    expected = connection.webhook_token_hash
-    if not expected:
-        return False
-    return hmac.compare_digest(token_hash(url_token).encode(), expected.encode())
+    given = token_hash(url_token).encode()
+    matches = False
+    for expected in (connection.webhook_token_hash, previous_token_hash_of(connection)):
+        if expected and hmac.compare_digest(given, expected.encode()):
+            matches = True
+    return matches
 
 
 def receive(
@@ -130,12 +140,16 @@ def receive(
             or not _url_token_ok(connection, url_token)
         ):
             raise Problem(404, "no such webhook endpoint")
+        context = context_for(runtime.box, connection)
         try:
-            parsed = parser(
-                inbound,
-                context_for(runtime.box, connection),
-                webhook_secret_of(runtime.box, connection),
-            )
+            try:
+                parsed = parser(inbound, context, webhook_secret_of(runtime.box, connection))
+            except WebhookRejected as exc:
+                # Signed before the secret was rotated: the old one, within its grace.
+                previous = previous_webhook_secret_of(runtime.box, connection)
+                if exc.status != 401 or previous is None:
+                    raise
+                parsed = parser(inbound, context, previous)
         except WebhookRejected as exc:
             logger.info("webhook for %s rejected: %s", connection_id, exc)
             raise Problem(exc.status, str(exc)) from None

@@ -206,6 +206,8 @@ def add_connections(session: Session, box: SecretBox) -> list[str]:
             external_account_id="00D000000000001",
             credentials_encrypted=box.encrypt_json(CREDENTIALS),
             webhook_secret_encrypted=box.encrypt_text(WEBHOOK_SECRET),
+            # the secret it replaced, still accepted for a grace period
+            previous_webhook_secret_encrypted=box.encrypt_text("previous-plaintext"),
         ),
         Connection(
             provider=Provider.HUBSPOT,
@@ -236,7 +238,7 @@ def test_given_secrets_under_key_a_when_rotated_to_b_then_key_b_alone_decrypts_e
     code, out, err = cli("keys", "rotate", DEALCOACH_SECRET_KEYS=f"{key_b},{key_a}")
 
     assert code == 0, err
-    assert out.strip() == "4 secrets re-encrypted with the newest key"
+    assert out.strip() == "5 secrets re-encrypted with the newest key"
     box_b = box_for(key_b)
     with session_scope(session_factory) as session:
         connections = session.scalars(select(Connection).order_by(Connection.name)).all()
@@ -251,6 +253,12 @@ def test_given_secrets_under_key_a_when_rotated_to_b_then_key_b_alone_decrypts_e
             )
             for row in connections
         }
+        previous = [
+            box_b.decrypt_text(row.previous_webhook_secret_encrypted)
+            for row in connections
+            if row.previous_webhook_secret_encrypted
+        ]
+    assert previous == ["previous-plaintext"]
     assert decrypted == {
         "Acme org": (CREDENTIALS, WEBHOOK_SECRET),
         "Acme portal": ({"access_token": "pat-na1-plaintext"}, "hubspot-client-secret-plaintext"),
@@ -298,7 +306,7 @@ def test_given_a_session_when_rotate_secrets_runs_then_it_counts_and_only_flushe
 
     count = rotate_secrets(session, box_for(key_b, key_a))
 
-    assert count == 4
+    assert count == 5
     assert session.in_transaction()  # the caller commits
     for row in session.scalars(select(Connection)):
         if row.credentials_encrypted is not None:
