@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,18 +139,19 @@ def service_settings(db_settings: Settings, tmp_path: Path, **overrides: Any) ->
     return db_settings.model_copy(update=values)
 
 
-@pytest.fixture
-def service(
-    db_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@contextmanager
+def running_service(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Service]:
-    """The app with its embedded worker. Tests start syncs and write-back sends
-    themselves: the reconciler (which Huey runs as soon as the consumer starts and then
-    every minute, i.e. at any moment of a test) starts none, so a test's sync or send
-    never races one of its own (a fault injected for the test's send must meet that
-    send). It still re-rings stale webhook events. ``test_reconciler`` tests it."""
+    """The app with its embedded worker on ``settings``, an admin and a read key.
+
+    Tests start syncs and write-back sends themselves: the reconciler (which Huey runs
+    as soon as the consumer starts and then every minute, i.e. at any moment of a test)
+    starts none, so a test's sync or send never races one of its own (a fault injected
+    for the test's send must meet that send). It still re-rings stale webhook events.
+    ``test_reconciler`` tests it."""
     monkeypatch.setattr("app.sync.tasks._due_for_sync", lambda _connection, _minutes: False)
     monkeypatch.setattr("app.sync.tasks.due_connection_ids", lambda _session, _now: [])
-    settings = service_settings(db_settings, tmp_path)
     configure_queue(settings)
     app = create_app(settings)
     try:
@@ -161,6 +163,15 @@ def service(
     finally:
         reset_queue()
         set_runtime(None)
+
+
+@pytest.fixture
+def service(
+    db_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
+    """The service (:func:`running_service`) with fake CRMs, on SQLite and PostgreSQL."""
+    with running_service(service_settings(db_settings, tmp_path), tmp_path, monkeypatch) as svc:
+        yield svc
 
 
 def utc(*args: int) -> datetime:

@@ -30,25 +30,21 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app.admin.keys import create_api_key
 from app.config import Settings
 from app.connections.models import Connection
 from app.connections.runner import with_provider
 from app.connections.service import credentials_of
 from app.db import session_scope, utcnow
-from app.jobs import configure_queue, get_huey, reset_queue
-from app.main import create_app
+from app.jobs import get_huey
 from app.ratelimit import _PAUSE_KEY
-from app.runtime import get_runtime, set_runtime
 from app.sync.service import SyncReport, sync_connection
 from app.sync.tasks import sync_connection_task
 from app.writeback.models import WriteBack, WriteBackState, WriteBackTarget
 from app.writeback.tasks import send_writebacks
 from tests.contract.suite import CrmNote
-from tests.pipeline.conftest import Service, service_settings
+from tests.pipeline.conftest import Service, running_service, service_settings
 from tests.salesforce_adapter.conftest import EmulatorHandle, RetryAfterEmulator
 
 SECRET = "sf-service-whsec-0123456789abcdef"
@@ -178,25 +174,12 @@ def service(
 ) -> Iterator[Service]:
     """The app with its embedded worker, on SQLite and PostgreSQL, trusting the emulator.
 
-    It depends on ``emulator`` so that the org outlives the worker threads. The
-    reconciler starts no sync and rings no write-back sender: Huey runs periodic tasks
-    as soon as the consumer starts, i.e. while a test creates its connection (before
-    ``connect`` sets ``last_synced_at``), and these tests drive syncs and sends
-    themselves (a fault injected into a send must happen in the send the test runs)."""
-    monkeypatch.setattr("app.sync.tasks._due_for_sync", lambda _connection, _minutes: False)
-    monkeypatch.setattr("app.sync.tasks.due_connection_ids", lambda _session, _now: [])
+    It depends on ``emulator`` so that the org outlives the worker threads; like every
+    :func:`~tests.pipeline.conftest.running_service`, its reconciler starts no sync and
+    rings no write-back sender (these tests drive both)."""
     settings = salesforce_settings(db_settings, tmp_path, emulator)
-    configure_queue(settings)
-    app = create_app(settings)
-    try:
-        with TestClient(app) as client:
-            with session_scope(get_runtime().sessions) as session:
-                _, admin = create_api_key(session, "admin", "admin")
-                _, read = create_api_key(session, "reader", "read")
-            yield Service(settings, client, tmp_path, admin, read, app)
-    finally:
-        reset_queue()
-        set_runtime(None)
+    with running_service(settings, tmp_path, monkeypatch) as svc:
+        yield svc
 
 
 def oauth_tokens(emulator: ServiceEmulator) -> dict[str, str]:
