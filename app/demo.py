@@ -640,7 +640,7 @@ class Demo:
                     raise DemoError(
                         f"{len(failed)} write-backs failed, e.g.: {failed[0].get('last_error')}"
                     )
-                if set(states) <= {"written"}:
+                if set(states) <= {"written", "superseded"}:  # nothing left to send
                     return deals, writebacks
             if time.monotonic() > deadline:
                 error = connection["last_error"]

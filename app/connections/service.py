@@ -26,7 +26,7 @@ from app.connections.schemas import (
     CredentialsUpdate,
 )
 from app.db import new_id, utcnow
-from app.security.crypto import SecretBox
+from app.security.crypto import SecretBox, SecretDecryptError
 from app.security.urls import validate_instance_url
 from integrations.base import ConnectionContext
 
@@ -66,12 +66,17 @@ def _apply_webhook_secret(box: SecretBox, connection: Connection, secret: str | 
     """Set (or clear) the webhook secret. A replaced secret and its Outbound Message
     token stay valid for :data:`WEBHOOK_SECRET_GRACE`; clearing the secret ends
     every grace at once."""
-    current = webhook_secret_of(box, connection)
+    try:
+        current = webhook_secret_of(box, connection)
+    except SecretDecryptError:
+        current = None  # stored under a lost key: it verifies nothing, so no grace for it
     if secret and current and current != secret:
+        # One replaced secret is kept: a second rotation within the grace ends the
+        # first one's grace (messages still queued for it are then refused).
         connection.previous_webhook_secret_encrypted = connection.webhook_secret_encrypted
         connection.previous_webhook_token_hash = connection.webhook_token_hash
         connection.webhook_secret_rotated_at = utcnow()
-    elif not secret:
+    elif not secret or current is None:
         connection.previous_webhook_secret_encrypted = None
         connection.previous_webhook_token_hash = None
         connection.webhook_secret_rotated_at = None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.db import utcnow
 from app.writeback.models import WriteBack, WriteBackState, WriteBackTarget
@@ -105,8 +105,8 @@ def add_writeback(
 
 def supersede_summaries(session: Session, connection_id: str, deal_id: str, now: datetime) -> int:
     """Older summary-field writes of the deal that are due and not held by a sender
-    become ``superseded``: sent later they would overwrite a newer summary. One a sender
-    holds is left to finish (the newer row is sent after it)."""
+    become ``superseded`` at once. One a sender holds is left alone here; if it fails
+    or loses its claim, :func:`superseded_rows` stops it before it is sent again."""
     result = session.execute(
         update(WriteBack)
         .where(
@@ -120,6 +120,31 @@ def supersede_summaries(session: Session, connection_id: str, deal_id: str, now:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def superseded_rows(session: Session, rows: Sequence[WriteBack]) -> set[str]:
+    """Ids of the summary rows among ``rows`` whose deal has a newer summary row: sent,
+    they would put an older summary over a newer one. Checked right before each send,
+    so a row that failed or lost its claim after a newer one was queued is caught too."""
+    newer = aliased(WriteBack)
+    ids = [row.id for row in rows if row.target == WriteBackTarget.SUMMARY_FIELDS]
+    if not ids:
+        return set()
+    query = (
+        select(WriteBack.id)
+        .where(WriteBack.id.in_(ids))
+        .where(
+            select(newer.id)
+            .where(
+                newer.connection_id == WriteBack.connection_id,
+                newer.deal_external_id == WriteBack.deal_external_id,
+                newer.target == WriteBackTarget.SUMMARY_FIELDS,
+                newer.created_at > WriteBack.created_at,
+            )
+            .exists()
+        )
+    )
+    return set(session.scalars(query))
 
 
 def due_writebacks(
@@ -186,6 +211,7 @@ class Outcome:
     external_id: str | None = None
     error: ProviderError | None = None
     recovered: bool = False
+    superseded: bool = False  # a summary a newer review's summary replaced: not sent
 
 
 def _guarded(session: Session, claim_: Claim, **values: object) -> bool:
@@ -203,6 +229,15 @@ def record(session: Session, outcomes: Sequence[Outcome], now: datetime) -> tupl
     """Record each outcome on its row, if the claim is still ours. (written, recovered, failed)."""
     written = recovered = failed = 0
     for outcome in outcomes:
+        if outcome.superseded:
+            _guarded(
+                session,
+                outcome.claim,
+                state=WriteBackState.SUPERSEDED,
+                next_attempt_at=None,
+                last_error="superseded by a newer review's summary",
+            )
+            continue
         if outcome.error is None:
             if _guarded(
                 session,
@@ -353,6 +388,8 @@ def retry_now(session: Session, row: WriteBack) -> None:
     """
     if row.state == WriteBackState.WRITTEN:
         raise ValueError("this write-back was already written")
+    if row.state == WriteBackState.SUPERSEDED:
+        raise ValueError("a newer review's summary replaced this write-back: it is not sent")
     if row.claimed_until is not None and row.claimed_until > utcnow():
         raise BeingSent("this write-back is being sent right now")
     row.state = WriteBackState.FAILED if row.attempts else WriteBackState.PENDING

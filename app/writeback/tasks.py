@@ -15,7 +15,16 @@ from app.jobs import task
 from app.ratelimit import pause, paused_for
 from app.runtime import Runtime, get_runtime
 from app.writeback.models import WriteBack
-from app.writeback.service import Claim, claim, due_writebacks, record, release, send
+from app.writeback.service import (
+    Claim,
+    Outcome,
+    claim,
+    due_writebacks,
+    record,
+    release,
+    send,
+    superseded_rows,
+)
 from integrations.base import AuthError, RetriableError
 from integrations.registry import provider_for
 
@@ -61,7 +70,12 @@ def send_writebacks(connection_id: str) -> None:
             with session_scope(runtime.sessions) as session:
                 ids = [c.id for c in claims]
                 rows = list(session.scalars(select(WriteBack).where(WriteBack.id.in_(ids))))
-                outcomes = send(provider_for(context, runtime.settings), rows, claims)
+                replaced = superseded_rows(session, rows)
+                claim_of = {c.id: c for c in claims}
+                outcomes = [Outcome(claim_of[row_id], superseded=True) for row_id in replaced]
+                fresh = [row for row in rows if row.id not in replaced]
+                if fresh:
+                    outcomes += send(provider_for(context, runtime.settings), fresh, claims)
                 written, recovered, failed = record(session, outcomes, utcnow())
             logger.info(
                 "connection %s: %d written, %d recovered, %d failed",

@@ -872,7 +872,17 @@ class SalesforceProvider:
 
     def iter_changed_deals(self, watermark: str | None) -> Iterator[DealPage]:
         if isinstance(watermark, str) and watermark.startswith(bulk.BULK_PREFIX):
-            return self._bulk_pages(BulkCheckpoint.parse(watermark))
+            try:
+                return self._bulk_pages(BulkCheckpoint.parse(watermark))
+            except InvalidRequestError as exc:
+                # Our own checkpoint, unreadable (an older form, a damaged row): a full
+                # load again is safe (stored deals come back unchanged), a stuck sync is not.
+                logger.warning(
+                    "salesforce connection %s: bulk checkpoint unreadable (%s); loading again",
+                    self._context.connection_id,
+                    exc,
+                )
+                return self._changed_pages(_Cursor(), incremental=False)
         cursor = _Cursor.parse(watermark)
         return self._changed_pages(cursor, incremental=watermark is not None)
 
@@ -1082,6 +1092,10 @@ class SalesforceProvider:
             pending = running
             if not pending:
                 return
+            if datetime.now(UTC) - checkpoint.started > bulk.BULK_GIVE_UP:
+                raise BulkUnavailable(
+                    f"bulk query jobs still running {bulk.BULK_GIVE_UP} after they were created"
+                )
             if time.monotonic() >= deadline:
                 raise NotReadyError(
                     f"Salesforce bulk query jobs still running after {bulk.BULK_WAIT_LIMIT:g} s",
@@ -1116,12 +1130,13 @@ class SalesforceProvider:
 
     def _bulk_pages(self, checkpoint: BulkCheckpoint) -> Iterator[DealPage]:
         """The load's opportunities from ``checkpoint`` on, a checkpoint after every page.
-        A failed job, an unreadable answer, or jobs Salesforce has deleted (7 days later)
-        end the load: it starts again on REST (deals already stored come back unchanged,
+        A failed job, an unreadable or refused answer (a 400), jobs Salesforce has deleted
+        (7 days later), or jobs still running :data:`~bulk.BULK_GIVE_UP` after they were
+        created end the load: it starts again on REST (deals already stored come back unchanged,
         so they are not reviewed twice)."""
         try:
             yield from self._bulk_load(checkpoint)
-        except (BulkUnavailable, NotFoundError) as exc:
+        except (BulkUnavailable, NotFoundError, InvalidRequestError) as exc:
             logger.warning(
                 "salesforce connection %s: bulk load abandoned, paging REST: %s",
                 self._context.connection_id,

@@ -33,13 +33,14 @@ import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from integrations.base import InvalidRequestError
 
 __all__ = [
     "BULK_CHUNK",
+    "BULK_GIVE_UP",
     "BULK_POLL_DELAYS",
     "BULK_PREFIX",
     "BULK_RESULTS_PAGE",
@@ -69,6 +70,8 @@ BULK_POLL_DELAYS: Final[tuple[float, ...]] = (0.5, 1.0, 2.0, 5.0, 10.0)
 #: Longest wait for the jobs in one sync run; then the sync stops (retriable) and the
 #: next run polls the same jobs again (they are in the checkpoint). Below the sync lease.
 BULK_WAIT_LIMIT: Final = 300.0
+#: Jobs still running this long after they were created are given up (REST instead).
+BULK_GIVE_UP: Final = timedelta(hours=6)
 BULK_PREFIX: Final = "bulk|"
 
 #: The ``OpportunityFieldHistory.Field`` values the snapshot uses (the mapper ignores the

@@ -49,7 +49,8 @@ def test_the_reconciler_starts_due_syncs_only(
     monkeypatch.setattr("app.sync.tasks.sync_connection_task", enqueue)
     reconcile.call_local()
 
-    assert sorted(started) == sorted([never, stale])
+    # (Huey's own periodic run may add the same ones: it sees the same rule.)
+    assert set(started) == {never, stale}
 
     def stored(connection_id: str) -> int:
         return service.count(DealSnapshotRow, DealSnapshotRow.connection_id == connection_id)

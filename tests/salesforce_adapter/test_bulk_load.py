@@ -233,13 +233,31 @@ START = "2026-11-20T09:00:00.000Z"
         f"bulk|-|{JOB},-,-,-|-|0",  # the old five-part form
     ],
 )
-def test_a_malformed_checkpoint_is_refused_before_any_call(
+def test_a_malformed_checkpoint_is_never_used_and_the_load_starts_again(
     emulator: RetryAfterEmulator, make_provider: ProviderFactory, watermark: str
 ) -> None:
-    emulator.reset_calls()
     with pytest.raises(InvalidRequestError, match="bulk checkpoint"):
-        list(make_provider(settings=BULK).iter_changed_deals(watermark))
-    assert api_calls(emulator) == 0
+        BulkCheckpoint.parse(watermark)
+    seeded = emulator.seed(5, as_of=AS_OF)
+    emulator.reset_calls()
+    # A stuck sync would be worse than a second full load (stored deals come back unchanged).
+    pages = list(make_provider(settings={"bulk_threshold": 10**6}).iter_changed_deals(watermark))
+    assert sorted(deal.id for deal in deals_of(pages)) == sorted(seeded)
+    assert emulator.call_counts().get("bulk", 0) == 0
+
+
+def test_jobs_running_for_hours_are_given_up_for_rest(
+    emulator: RetryAfterEmulator, make_provider: ProviderFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    seeded = emulator.seed(15, as_of=AS_OF)
+    emulator.set_bulk(polls_in_progress=100)
+    provider = make_provider(settings=BULK)
+    fresh = provider._bulk_start()
+    old = BulkCheckpoint(fresh.jobs, datetime.now(UTC) - bulk.BULK_GIVE_UP - timedelta(minutes=1))
+    with caplog.at_level(logging.WARNING, logger="integrations.salesforce.adapter"):
+        pages = list(provider.iter_changed_deals(old.encode()))
+    assert sorted({deal.id for deal in deals_of(pages)}) == sorted(seeded)
+    assert any("still running" in record.getMessage() for record in caplog.records)
 
 
 def test_a_bad_threshold_setting_is_refused(make_provider: ProviderFactory) -> None:

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.writeback.models import WriteBack, WriteBackState, WriteBackTarget
-from app.writeback.service import add_writeback
+from app.writeback.service import (
+    Claim,
+    Outcome,
+    add_writeback,
+    record,
+    retry_now,
+    superseded_rows,
+)
 from tests.storage.test_db import make_connection, make_review
 
 
@@ -71,3 +79,24 @@ def test_notes_of_the_same_content_are_still_written_once(session: Session) -> N
         )
     notes = session.query(WriteBack).filter_by(target=WriteBackTarget.NOTE).all()
     assert len(notes) == 1
+
+
+def test_a_held_summary_that_fails_is_stopped_before_it_is_sent_again(session: Session) -> None:
+    connection = make_connection(session)
+    held = _summary(session, connection.id, make_review(session, connection).id, "dc1-a")
+    held.attempts, held.claimed_until = 1, utcnow() + timedelta(minutes=5)
+    session.flush()
+    newer = _summary(session, connection.id, make_review(session, connection).id, "dc1-b")
+    session.refresh(held)
+    assert held.state == WriteBackState.PENDING  # its sender still holds it
+
+    # Its send fails and it becomes due again: the check before any send stops it.
+    held.state, held.claimed_until = WriteBackState.FAILED, None
+    session.flush()
+    assert superseded_rows(session, [held, newer]) == {held.id}
+
+    record(session, [Outcome(Claim(held.id, held.attempts), superseded=True)], utcnow())
+    session.refresh(held)
+    assert held.state == WriteBackState.SUPERSEDED and held.next_attempt_at is None
+    with pytest.raises(ValueError, match="newer review"):
+        retry_now(session, held)
