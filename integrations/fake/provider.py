@@ -278,7 +278,7 @@ def parse_fake_webhook(
                 deal_id=deal_id,
                 kind=neutral,
                 occurred_at=occurred,
-                detail=json.dumps(raw, separators=(",", ":"), sort_keys=True),
+                detail=json.dumps(raw, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
             )
         )
     reply = json.dumps({"received": len(events)}).encode()

@@ -324,7 +324,7 @@ def _json_event(raw: object, org: str) -> WebhookEvent:
     if not isinstance(opportunity_id, str) or not isinstance(item.get("stageName"), str):
         raise WebhookRejected("each event needs string opportunityId and stageName", status=400)
     occurred = _occurred_at(item.get("occurredAt"))
-    detail = json.dumps(raw, separators=(",", ":"), sort_keys=True)
+    detail = json.dumps(raw, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     return _event(_identity(org, event_id, opportunity_id), opportunity_id, occurred, detail)
 
 
