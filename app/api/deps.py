@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,6 +14,8 @@ from app.admin.keys import authenticate
 from app.admin.models import ApiKey, ApiKeyScope
 from app.api.problems import Problem
 from app.runtime import Runtime
+
+T = TypeVar("T")
 
 
 def get_runtime_dep(request: Request) -> Runtime:
@@ -63,6 +65,14 @@ class Principal:
         if self.connection_ids is not None:
             return query.where(column.in_(self.connection_ids))
         return query
+
+    def get(self, session: Session, model: type[T], row_id: str, what: str) -> T:
+        """The row of ``model`` (with a ``connection_id``) by id; 404 ``no such <what>``
+        when it does not exist or belongs to a connection this key may not see."""
+        row = session.get(model, row_id)
+        if row is None or not self.can_see(getattr(row, "connection_id", None)):
+            raise Problem(404, f"no such {what}")
+        return row
 
     def check(self, connection_id: str | None, what: str = "object") -> None:
         """404 (not 403) for objects of connections this key may not see."""

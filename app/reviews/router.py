@@ -94,10 +94,7 @@ def list_reviews(
 
 
 def _review(session: SessionDep, key: ReadKey, review_id: str) -> Review:
-    review = session.get(Review, review_id)
-    if review is None or not key.can_see(review.connection_id):
-        raise Problem(404, "no such review")
-    return review
+    return key.get(session, Review, review_id, "review")
 
 
 @router.get("/reviews/{review_id}")

@@ -212,10 +212,7 @@ def list_deliveries(
 
 
 def _delivery(session: SessionDep, key: ReadKey, delivery_id: str) -> WebhookDelivery:
-    row = session.get(WebhookDelivery, delivery_id)
-    if row is None or not key.can_see(row.connection_id):
-        raise Problem(404, "no such delivery")
-    return row
+    return key.get(session, WebhookDelivery, delivery_id, "delivery")
 
 
 @router.get("/{delivery_id}")

@@ -53,10 +53,7 @@ def list_writebacks(
 
 
 def _writeback(session: SessionDep, key: ReadKey, writeback_id: str) -> WriteBack:
-    row = session.get(WriteBack, writeback_id)
-    if row is None or not key.can_see(row.connection_id):
-        raise Problem(404, "no such write-back")
-    return row
+    return key.get(session, WriteBack, writeback_id, "write-back")
 
 
 @router.get("/{writeback_id}")
