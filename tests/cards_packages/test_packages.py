@@ -20,6 +20,7 @@ import pytest
 from setuptools import find_namespace_packages
 
 from app.coaching.snapshot import SUMMARY_KEYS
+from app.connections.oauth import HUBSPOT_SCOPES
 from integrations.salesforce.adapter import SUMMARY_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,12 +233,10 @@ def test_hubspot_project_is_a_2025_2_app_with_its_scopes_and_urls() -> None:
     assert app["type"] == "app"
     auth = app["config"]["auth"]
     assert auth["type"] == "oauth"
-    assert {
-        "oauth",
-        "crm.objects.deals.read",
-        "crm.objects.deals.write",
-        "crm.objects.contacts.read",
-    } <= set(auth["requiredScopes"])
+    # exactly the scopes the service's OAuth flow asks for (HubSpot refuses an install
+    # whose authorize URL lacks one of the app's required scopes)
+    assert set(auth["requiredScopes"]) == set(HUBSPOT_SCOPES)
+    assert {"crm.objects.deals.read", "crm.objects.deals.write", "oauth"} <= set(HUBSPOT_SCOPES)
     assert auth["redirectUrls"] == ["https://dealcoach.example.com/oauth/callback/hubspot"]
     assert app["config"]["permittedUrls"]["fetch"] == ["https://dealcoach.example.com"]
 
