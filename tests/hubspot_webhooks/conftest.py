@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from hubspot.utils.signature import Signature
 from sqlalchemy import update
 
 from app.coaching.snapshot import DealSnapshot
+from app.config import Settings
 from app.connections.models import Connection
 from app.db import session_scope
 from integrations.base import NoteRequest, NoteResult
@@ -29,7 +30,6 @@ from integrations.fake import FakeProvider
 from integrations.fake.store import FakeCrm
 from integrations.hubspot.signature import sign_v3
 from integrations.registry import PROVIDERS, ProviderKind
-from app.config import Settings
 from tests.pipeline.conftest import (  # noqa: F401  (the fixture)
     Service,
     running_service,
