@@ -344,12 +344,13 @@ async def salesforce_feedback(
 async def hubspot_review(deal_id: str, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """The latest review of a deal of the signed request's portal."""
 
+    body = await read_body(request, MAX_FEEDBACK_BODY)  # empty from hubspot.fetch
+
     def work() -> dict[str, Any]:
         with runtime.sessions() as session:
-            caller = _hubspot_caller(runtime, session, request, b"", deal_id)
+            caller = _hubspot_caller(runtime, session, request, body, deal_id)
             return review_view(runtime, session, caller, deal_id)
 
-    await read_body(request, MAX_FEEDBACK_BODY)  # a GET has no body; refuse a large one
     return await run_in_threadpool(work)
 
 
