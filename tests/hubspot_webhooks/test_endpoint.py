@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+
+import pytest
 
 from app.reviews.models import Review
 from app.webhooks.models import WebhookDelivery
@@ -80,7 +83,10 @@ def test_deal_creation_and_the_generic_deal_events_are_handled_others_ignored(
     }
 
 
-def test_refused_signatures_are_401_and_store_nothing(hubspot: HubSpotApp) -> None:
+def test_refused_signatures_are_401_and_store_nothing(
+    hubspot: HubSpotApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     body = batch(event(31))
     flipped = bytearray(body)
     flipped[body.index(b"31")] = ord("4")  # the deal id changes after signing
@@ -97,6 +103,9 @@ def test_refused_signatures_are_401_and_store_nothing(hubspot: HubSpotApp) -> No
         assert response.headers["content-type"].startswith("application/problem+json")
         assert CLIENT_SECRET not in response.text
     assert hubspot.deliveries() == []
+    for record in caplog.records:
+        assert CLIENT_SECRET not in record.getMessage()
+        assert CLIENT_SECRET not in repr(record.args)
 
 
 def test_an_unknown_portal_without_a_deployment_secret_is_401(hubspot: HubSpotApp) -> None:
