@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
-        description="The external base URL of the service (webhook URLs, OAuth callbacks).",
+        description="The external base URL of the service (webhook URLs, OAuth callbacks). "
+        "When set, HubSpot signatures are checked over this URL + the path and query as "
+        "received (set it behind a proxy); unset, over the URL of the request itself.",
     )
     sandbox: bool = Field(
         default=False,
@@ -77,7 +79,12 @@ class Settings(BaseSettings):
     salesforce_client_secret: str | None = None
     salesforce_login_url: str = "https://login.salesforce.com"
     hubspot_client_id: str | None = None
-    hubspot_client_secret: str | None = None
+    hubspot_client_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="The HubSpot app's client secret: OAuth, and the signatures of HubSpot "
+        "webhooks and app-card requests of connections without their own webhook_secret.",
+    )
     hubspot_oauth_url: str = Field(
         default="https://api.hubapi.com",
         description="Base URL of HubSpot's OAuth token API (an emulator's URL in tests).",
@@ -140,6 +147,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @property
+    def explicit_public_url(self) -> str | None:
+        """``DEALCOACH_PUBLIC_URL`` when it was set (behind a proxy, what the CRM calls),
+        else None: signatures over the full URL then use the URL as requested."""
+        return self.public_url if "public_url" in self.model_fields_set else None
 
     @property
     def resolved_queue_url(self) -> str:
