@@ -59,12 +59,14 @@ Writes
 
 Rate limits
     Every call first takes a slot from the service's shared limiter
-    (:mod:`app.ratelimit`, keyed by portal): at most ``share`` (setting
-    ``rate_limit_share``, 0.9) of the portal's 10-second allowance (setting
-    ``rate_limit_per_10s``, 100), spread as ``limit/11`` calls per second so that no
-    rolling 10 s can exceed it; searches also take a slot of the 5-per-second search
-    limit (one every 0.25 s). A 429 waits its ``Retry-After`` in place when that is at
-    most :data:`INLINE_WAIT_LIMIT` seconds and the call is retried (at most
+    (:mod:`app.ratelimit`, keyed by portal, so every process and thread shares it):
+    calls are paced evenly at ``share`` (setting ``rate_limit_share``, 0.9) of the
+    portal's 10-second allowance (setting ``rate_limit_per_10s``, 100: a private app
+    on a Starter portal; OAuth apps get 110), one call per ``10 / (limit x share)``
+    seconds, so no rolling 10 s can exceed it (:class:`RateBudget`); searches also
+    take a slot of their own limit (one every 1/3 s; HubSpot allows 5 a second).
+    A 429 waits its ``Retry-After`` in place when that is at most
+    :data:`INLINE_WAIT_LIMIT` seconds and the call is retried (at most
     :data:`MAX_ATTEMPTS` attempts, POSTs included: urllib3 does not retry them);
     longer, it becomes :class:`RateLimitedError` with ``retry_after``. 5xx answers,
     timeouts and connection failures are retried the same way for reads; a note create
@@ -369,9 +371,12 @@ def _ca_bundle(settings: Mapping[str, Any], service_default: Path | None) -> str
 class RateBudget:
     """The share of the portal's limits this service uses, and what it has spent.
 
-    ``per_second`` calls a second keeps every rolling 10 s under ``limit_per_10s``
-    (a rolling window spans 11 one-second windows); searches go one every
-    ``search_interval`` seconds (a rolling second spans 5 of them)."""
+    Calls are paced one per ``interval`` seconds (a window of one call each): any
+    rolling 10 s then spans at most ``10 / interval + 1`` windows, i.e. ``share`` of
+    the limit plus one call, which stays under the limit even with a few milliseconds
+    of network jitter (whole-second windows would allow an extra second's worth at
+    each edge). Searches are paced one per :data:`SEARCH_INTERVAL` (3 a second: any
+    rolling second spans at most 4-5 such windows, under HubSpot's 5)."""
 
     limit_per_10s: int = 100
     share: float = 0.9
@@ -380,14 +385,17 @@ class RateBudget:
     waited: float = 0.0
 
     @property
-    def per_second(self) -> int:
-        return max(
-            1, min(math.floor(self.limit_per_10s * self.share / 10), self.limit_per_10s // 11)
-        )
+    def calls_per_10s(self) -> int:
+        """The paced calls a rolling 10 s may hold, at most ``limit - 2`` (jitter room)."""
+        return max(1, min(math.floor(self.limit_per_10s * self.share), self.limit_per_10s - 2))
 
     @property
-    def search_interval(self) -> float:
-        return 0.25
+    def interval(self) -> float:
+        return 10.0 / self.calls_per_10s
+
+
+#: Seconds between two searches (HubSpot allows 5 a second per portal).
+SEARCH_INTERVAL: Final = 1 / 3
 
 
 class _Limiter:
@@ -399,9 +407,9 @@ class _Limiter:
         self._acquire = acquire
 
     def take(self, search: bool) -> None:
-        self._wait(self._key, self._budget.per_second, 1.0)
         if search:
-            self._wait(f"{self._key}:search", 1, self._budget.search_interval)
+            self._wait(f"{self._key}:search", 1, SEARCH_INTERVAL)
+        self._wait(self._key, 1, self._budget.interval)
 
     def _wait(self, key: str, limit: int, per: float) -> None:
         deadline = time.monotonic() + 120.0

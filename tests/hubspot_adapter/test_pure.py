@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -174,9 +175,11 @@ def test_the_rate_budget_keeps_every_rolling_ten_seconds_under_the_limit() -> No
     for limit in (100, 110, 150, 190):
         for share in (0.5, 0.9, 1.0):
             budget = RateBudget(limit_per_10s=limit, share=share)
-            assert budget.per_second * 11 <= limit  # 11 one-second windows span 10 s
-            assert budget.per_second * 10 <= limit * share
-    assert RateBudget(100, 0.9).per_second == 9
+            # A rolling 10 s (plus 50 ms of jitter) spans this many one-call windows.
+            worst = math.ceil(10.05 / budget.interval) + 1
+            assert worst <= limit
+            assert budget.calls_per_10s <= limit * share
+    assert RateBudget(100, 0.9).calls_per_10s == 90
 
 
 class _Response:
