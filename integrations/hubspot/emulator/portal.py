@@ -98,8 +98,11 @@ class HubSpotError(Exception):
 
 def format_datetime(moment: datetime) -> str:
     """``2026-11-20T09:00:00.000Z`` (HubSpot's date-time format, always UTC)."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    m = moment.astimezone(UTC)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}."
+        f"{m.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_datetime(value: str) -> datetime:

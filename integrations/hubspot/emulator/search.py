@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -86,6 +87,16 @@ _QUERY_PROPERTIES = {
     "contacts": ("firstname", "lastname", "email"),
     "notes": ("hs_note_body",),
 }
+_ORDERED: dict[str, Callable[[Any, Any], bool]] = {
+    "EQ": operator.eq,
+    "NEQ": operator.ne,
+    "LT": operator.lt,
+    "LTE": operator.le,
+    "GT": operator.gt,
+    "GTE": operator.ge,
+}
+#: Properties always set and derived from the record itself (watermarks, ids).
+_INSTANT_PROPERTIES = frozenset({"hs_lastmodifieddate", "lastmodifieddate", "hs_object_id"})
 _TAG = re.compile(r"<[^>]*>")
 _SPLIT = re.compile(r"[^\w\-.:@*]+", re.UNICODE)
 
@@ -113,7 +124,9 @@ def _bad(message: str, sub_category: str | None = None) -> HubSpotError:
     return HubSpotError(400, "VALIDATION_ERROR", message, sub_category=sub_category)
 
 
-def parse_request(portal: Portal, object_type: str, body: Mapping[str, Any]) -> SearchRequest:
+def parse_request(
+    portal: Portal, object_type: str, body: Mapping[str, Any], max_results: int = MAX_RESULTS
+) -> SearchRequest:
     """Check a search body (raises :class:`HubSpotError` 400 as HubSpot would)."""
     known = portal.properties[object_type]
     raw_groups = body.get("filterGroups") or []
@@ -207,9 +220,9 @@ def parse_request(portal: Portal, object_type: str, body: Mapping[str, Any]) -> 
         raise _bad(f"after must be a paging cursor, got {after_raw!r}") from None
     if after < 0:
         raise _bad(f"after must be a paging cursor, got {after_raw!r}")
-    if after >= MAX_RESULTS:
+    if after >= max_results:
         raise _bad(
-            f"Search results are limited to {MAX_RESULTS} per query: 'after' {after} is past them. "
+            f"Search results are limited to {max_results} per query: 'after' {after} is past them. "
             "Narrow the query (for example by hs_lastmodifieddate) and search again.",
             "crm.search.PAGINATION_LIMIT_EXCEEDED",
         )
@@ -243,6 +256,7 @@ def _contains_token(text: str | None, wanted: str) -> bool:
     return all(any(fnmatch.fnmatchcase(token, piece) for token in have) for piece in pieces)
 
 
+@functools.lru_cache(maxsize=65536)
 def _typed(kind: str, value: str) -> Any:
     if kind == "number":
         return float(value)
@@ -277,8 +291,15 @@ def _matches(portal: Portal, record: Record, item: Filter) -> bool:
             return not linked
         return False
     kind = portal.properties[record.type][item.property].type
-    have = portal.value(record, item.property)
     op = item.operator
+    if op in _ORDERED and item.property in _INSTANT_PROPERTIES and item.value is not None:
+        try:
+            wanted = _typed(kind, item.value)
+        except ValueError:
+            return False
+        have_at = _instant(record, item.property)
+        return bool(_ORDERED[op](have_at, wanted))
+    have = portal.value(record, item.property)
     if op == "HAS_PROPERTY":
         return have is not None
     if op == "NOT_HAS_PROPERTY":
@@ -308,7 +329,15 @@ def _matches(portal: Portal, record: Record, item: Filter) -> bool:
     }[op]
 
 
+def _instant(record: Record, name: str) -> Any:
+    """A fast path for the watermark properties: the id as a number, or the modified instant."""
+    return float(record.id) if name == "hs_object_id" else record.updated_at
+
+
 def _sort_value(portal: Portal, record: Record, name: str) -> tuple[int, Any]:
+    if name in _INSTANT_PROPERTIES:
+        value = _instant(record, name)
+        return (0, value.timestamp() if isinstance(value, datetime) else value)
     kind = portal.properties[record.type][name].type
     value = portal.value(record, name)
     if value is None:
@@ -322,13 +351,15 @@ def _sort_value(portal: Portal, record: Record, name: str) -> tuple[int, Any]:
     return (0, typed)
 
 
-def _sort_key(portal: Portal, record: Record, *, name: str) -> Any:
-    return _sort_value(portal, record, name)[1]
+def _key_of(keys: Mapping[str, tuple[int, Any]], record: Record) -> Any:
+    return keys[record.id][1]
 
 
 def search(
     portal: Portal, object_type: str, request: SearchRequest
 ) -> tuple[int, list[Record], int | None]:
+    # HubSpot offers the next page's cursor even when it lies at the cap (the call
+    # with it is then refused).
     """(total, the page's records, the next ``after`` or None)."""
     rows = [
         record
@@ -341,9 +372,10 @@ def search(
     ]
     rows.sort(key=lambda record: int(record.id))
     for name, descending in reversed(request.sorts):
-        present = [r for r in rows if _sort_value(portal, r, name)[0] == 0]
-        missing = [r for r in rows if _sort_value(portal, r, name)[0] == 1]
-        present.sort(key=functools.partial(_sort_key, portal, name=name), reverse=descending)
+        keys = {r.id: _sort_value(portal, r, name) for r in rows}
+        present = [r for r in rows if keys[r.id][0] == 0]
+        missing = [r for r in rows if keys[r.id][0] == 1]
+        present.sort(key=functools.partial(_key_of, keys), reverse=descending)
         rows = present + missing
     total = len(rows)
     page = rows[request.after : request.after + request.limit]

@@ -35,7 +35,7 @@ from .portal import (
     parse_datetime,
 )
 from .schema import DEFAULT_CUSTOM_PROPERTIES, DEFAULT_PIPELINES, PipelineDef, PropertyDef
-from .search import parse_request, result_properties, search
+from .search import MAX_RESULTS, parse_request, result_properties, search
 from .seed import OWNERS, seed_deals
 from .webhooks import MAX_EVENTS, WebhookDelivery, deliver, property_change_event
 
@@ -177,7 +177,9 @@ class HubSpotEmulator:
     reloaded by the next emulator on the same directory). ``seed`` seeds the
     random generator of :meth:`seed`. ``ten_second_limit`` and
     ``search_per_second`` are the rolling rate limits (HubSpot: 100-190 per 10 s
-    by tier for private apps, 110 for OAuth apps; 5 searches a second).
+    by tier for private apps, 110 for OAuth apps; 5 searches a second);
+    ``max_search_results`` the search cap (10,000; lower it to test paging past it
+    on a small portal).
     """
 
     #: The portal's public OAuth app.
@@ -205,6 +207,7 @@ class HubSpotEmulator:
         search_per_second: int = 5,
         daily_limit: int = 250000,
         token_ttl: int = 1800,
+        max_search_results: int = MAX_RESULTS,
         clock: Callable[[], datetime] | None = None,
         verbose: bool = False,
     ) -> None:
@@ -231,6 +234,7 @@ class HubSpotEmulator:
         self.secondly = _Window(search_per_second, 1.0)
         self.daily_limit = daily_limit
         self.daily_used = 0
+        self.max_search_results = max_search_results
         self.portal = Portal(
             portal_id, pipelines=pipelines, custom_properties=custom_properties, clock=self.clock
         )
@@ -670,7 +674,10 @@ class HubSpotEmulator:
                 self.daily_used += 1
             self._count("api")
             source = Source("INTEGRATION", str(self.app_id), self.APP_NAME, None)
-            response = self._route(method, path, params, body, source)
+            try:
+                response = self._route(method, path, params, body, source)
+            except HubSpotError as error:
+                response = _Response.json(error.status, error.body(correlation))
             response.headers["X-HubSpot-Correlation-Id"] = correlation
             if not is_search:
                 response.headers.update(self._limit_headers(token.kind))
@@ -1109,7 +1116,7 @@ class HubSpotEmulator:
         return self._wire(record, list(properties), trace_id=None if trace is None else str(trace))
 
     def _search(self, object_type: str, payload: Mapping[str, Any]) -> _Response:
-        request = parse_request(self.portal, object_type, payload)
+        request = parse_request(self.portal, object_type, payload, self.max_search_results)
         total, page, after = search(self.portal, object_type, request)
         body: dict[str, Any] = {
             "total": total,
