@@ -152,7 +152,7 @@ def test_more_deals_than_one_search_may_return_are_all_synced(
     """The emulator's cap of 10,000 results per query, lowered to 25 (pages of 10): the
     sync restarts its query from the newest stamp after each page and never pages past
     the cap, even through 15 deals that share one ``hs_lastmodifieddate``."""
-    monkeypatch.setattr(emulator_search, "MAX_RESULTS", 25)
+    emulator.max_search_results = 25
     monkeypatch.setattr(adapter, "SEARCH_CAP", 25)
     seeded = emulator.seed(60)
     records = sorted(emulator.portal.all("deals"), key=lambda r: r.updated_at)
