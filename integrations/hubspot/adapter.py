@@ -29,8 +29,10 @@ Reads (calls per operation)
     the deals not seen yet: ``ceil(n/100)`` batch reads with ``propertiesWithHistory``
     for ``dealstage``, ``closedate``, ``amount`` and ``hubspot_owner_id``,
     ``ceil(n/100)`` batch association reads (v4, deal -> contacts, labels included)
-    and ``ceil(c/100)`` contact batch reads for the contacts' names (``c`` distinct
-    contacts). Never one call per deal. :meth:`fetch_deal` is the same for one deal
+    and ``ceil(c/100)`` contact batch reads for the names of the ``c`` distinct contacts
+    that carry a label (setting ``contact_names``: ``labelled``, ``all`` or ``none``;
+    the coaching evidence names role holders: "Economic Buyer (Ada Lovelace)").
+    Never one call per deal. :meth:`fetch_deal` is the same for one deal
     (three calls). An incremental sync ends with the archived-deal list
     (``GET /crm/v3/objects/deals?archived=true``, 100 a call) for deletes.
 
@@ -729,6 +731,10 @@ class HubSpotProvider:
         )
         self._extra = _custom_properties(options)
         self._summary_property = options.get("summary_property", True) is not False
+        mode = options.get("contact_names", "labelled")
+        if mode not in ("labelled", "all", "none"):
+            raise InvalidRequestError("contact_names must be labelled, all or none")
+        self._contact_names_mode: str = mode
         self.budget = RateBudget(
             limit_per_10s=_int_setting(options, "rate_limit_per_10s", 100, 10, 10_000),
             share=_share_setting(options),
@@ -1025,10 +1031,9 @@ class HubSpotProvider:
         names; a deal that is gone or that the mapper refuses is logged and left out."""
         records = self._batch_read(deal_ids)
         links = self._associations(list(records))
-        contact_ids = sorted(
-            {str(t.get("toObjectId")) for targets in links.values() for t in targets}
+        names = self._contact_names(
+            self._named_contacts([t for targets in links.values() for t in targets])
         )
-        names = self._contact_names(contact_ids)
         snapshots: dict[str, DealSnapshot] = {}
         for deal_id, record in records.items():
             try:
@@ -1090,6 +1095,22 @@ class HubSpotProvider:
                 if deal_id in links:
                     links[deal_id].extend(targets)
         return links
+
+    def _named_contacts(self, targets: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The contacts whose names are read (setting ``contact_names``): ``labelled``
+        (default: those with a role or the primary label, whom the coaching evidence
+        names), ``all``, or ``none``."""
+        if self._contact_names_mode == "none":
+            return []
+        wanted: set[str] = set()
+        for target in targets:
+            types = target.get("associationTypes")
+            labelled = isinstance(types, list) and any(
+                isinstance(kind, Mapping) and kind.get("label") for kind in types
+            )
+            if labelled or self._contact_names_mode == "all":
+                wanted.add(str(target.get("toObjectId")))
+        return sorted(wanted)
 
     def _contact_names(self, contact_ids: Sequence[str]) -> dict[str, str]:
         names: dict[str, str] = {}
@@ -1157,7 +1178,7 @@ class HubSpotProvider:
         if deal_id not in records:
             raise NotFoundError(f"HubSpot deal {deal_id} not found")
         links = self._associations([deal_id])
-        names = self._contact_names(sorted({str(t.get("toObjectId")) for t in links[deal_id]}))
+        names = self._contact_names(self._named_contacts(links[deal_id]))
         try:
             return build_snapshot(records[deal_id], links[deal_id], names, self._pipeline_map())
         except MappingError as exc:
