@@ -64,9 +64,10 @@ Rate limits
     (:mod:`app.ratelimit`, keyed by portal, so every process and thread shares it):
     calls are paced evenly at ``share`` (setting ``rate_limit_share``, 0.9) of the
     portal's 10-second allowance (setting ``rate_limit_per_10s``, 100: a private app
-    on a Starter portal; OAuth apps get 110), one call per ``10 / (limit x share)``
-    seconds, so no rolling 10 s can exceed it (:class:`RateBudget`); searches also
-    take a slot of their own limit (one every 1/3 s; HubSpot allows 5 a second).
+    on a Starter portal; OAuth apps get 110), a few calls per short window
+    (:class:`RateBudget`), so no rolling 10 s can exceed it; searches take a
+    slot of their own limit instead (one every 1/3 s; HubSpot allows 5 a second and
+    sends no 10-second headers on them).
     A 429 waits its ``Retry-After`` in place when that is at most
     :data:`INLINE_WAIT_LIMIT` seconds and the call is retried (at most
     :data:`MAX_ATTEMPTS` attempts, POSTs included: urllib3 does not retry them);
@@ -373,12 +374,12 @@ def _ca_bundle(settings: Mapping[str, Any], service_default: Path | None) -> str
 class RateBudget:
     """The share of the portal's limits this service uses, and what it has spent.
 
-    Calls are paced one per ``interval`` seconds (a window of one call each): any
-    rolling 10 s then spans at most ``10 / interval + 1`` windows, i.e. ``share`` of
-    the limit plus one call, which stays under the limit even with a few milliseconds
-    of network jitter (whole-second windows would allow an extra second's worth at
-    each edge). Searches are paced one per :data:`SEARCH_INTERVAL` (3 a second: any
-    rolling second spans at most 4-5 such windows, under HubSpot's 5)."""
+    Calls are paced ``burst`` per window of ``interval`` seconds: any rolling 10 s then
+    spans at most ``10 / interval + 1`` windows, i.e. ``calls_per_10s`` (``share`` of the
+    limit) plus one window, and one more window of network jitter still stays under the
+    limit (whole-second windows of ``limit/10`` would allow a second's worth extra at
+    each edge). A burst of a few calls per window keeps a window from going unused when
+    the next call is a few milliseconds late (two worker threads, a slow answer)."""
 
     limit_per_10s: int = 100
     share: float = 0.9
@@ -392,8 +393,13 @@ class RateBudget:
         return max(1, min(math.floor(self.limit_per_10s * self.share), self.limit_per_10s - 2))
 
     @property
+    def burst(self) -> int:
+        """Calls per window: up to 3, while two extra windows still fit under the limit."""
+        return max(1, min(3, (self.limit_per_10s - self.calls_per_10s) // 2))
+
+    @property
     def interval(self) -> float:
-        return 10.0 / self.calls_per_10s
+        return 10.0 * self.burst / self.calls_per_10s
 
 
 #: Seconds between two searches (HubSpot allows 5 a second per portal).
@@ -409,9 +415,10 @@ class _Limiter:
         self._acquire = acquire
 
     def take(self, search: bool) -> None:
-        if search:
+        if search:  # searches have their own limit, outside the 10-second one
             self._wait(f"{self._key}:search", 1, SEARCH_INTERVAL)
-        self._wait(self._key, 1, self._budget.interval)
+        else:
+            self._wait(self._key, self._budget.burst, self._budget.interval)
 
     def _wait(self, key: str, limit: int, per: float) -> None:
         deadline = time.monotonic() + 120.0
