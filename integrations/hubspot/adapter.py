@@ -987,12 +987,17 @@ class HubSpotProvider:
         return payload
 
     def _changed_pages(self, cursor: _Cursor, *, incremental: bool) -> Iterator[DealPage]:
+        """Search pages in, deal pages out: new deals are read in chunks of
+        ``min(100, page_size)`` (a search page's leftover waits for the next search page,
+        so batch reads stay full), one :class:`DealPage` per chunk. The watermark only
+        ever covers deals already handed over."""
         since = cursor.since(self._overlap)
         query_from, offset = since, 0
-        returned: set[str] = set()  # versions returned by this run (never pruned)
+        returned: set[str] = set()  # versions found by this run (never pruned)
+        pending: list[tuple[str, str, datetime]] = []
+        chunk = min(BATCH_LIMIT, self._page_size)
         while True:
             payload = self._search(query_from, offset)
-            fresh: list[tuple[str, str, datetime]] = []
             last_stamp: datetime | None = None
             for item in payload["results"]:
                 deal_id = item.get("id") if isinstance(item, Mapping) else None
@@ -1010,19 +1015,26 @@ class HubSpotProvider:
                 if digest in cursor.seen or digest in returned:
                     continue
                 returned.add(digest)
-                fresh.append((str(deal_id), digest, stamp))
-            deals = self._read_deals([deal_id for deal_id, _, _ in fresh]) if fresh else {}
-            for _, digest, stamp in fresh:
-                cursor.add(digest, stamp)
-            snapshots = tuple(deals[deal_id] for deal_id, _, _ in fresh if deal_id in deals)
+                pending.append((str(deal_id), digest, stamp))
             paging = payload.get("paging")
             more = isinstance(paging, Mapping) and isinstance(paging.get("next"), Mapping)
-            if snapshots or not more:
-                deleted = () if more or not incremental else self._deleted(cursor, since)
-                if snapshots or deleted or not more:
-                    yield DealPage(snapshots, cursor.encode(self._overlap), deleted)
-            if not more or last_stamp is None:
+            more = more and last_stamp is not None
+            while len(pending) >= chunk or (pending and not more):
+                part, pending = pending[:chunk], pending[chunk:]
+                deals = self._read_deals([deal_id for deal_id, _, _ in part])
+                for _, digest, stamp in part:
+                    cursor.add(digest, stamp)
+                final = not more and not pending
+                deleted = self._deleted(cursor, since) if final and incremental else ()
+                snapshots = tuple(deals[deal_id] for deal_id, _, _ in part if deal_id in deals)
+                yield DealPage(snapshots, cursor.encode(self._overlap), deleted)
+                if final:
+                    return
+            if not more:
+                deleted = self._deleted(cursor, since) if incremental else ()
+                yield DealPage((), cursor.encode(self._overlap), deleted)
                 return
+            assert last_stamp is not None
             if query_from is None or last_stamp > query_from:
                 query_from, offset = last_stamp, 0  # keyset: restart from the newest stamp
             else:
