@@ -207,6 +207,7 @@ _CORE_PROPERTIES: Final = (
     "notes_last_updated",
     "notes_next_activity_date",
     "num_associated_contacts",
+    "hs_v2_date_entered_current_stage",
 )
 _ALWAYS: Final = frozenset({"dealname", "dealstage", "pipeline", "createdate"})
 _PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
@@ -660,9 +661,14 @@ def build_snapshot(
         replace(c, name=names.get(c.id), is_primary=c.id in primary) for c in snapshot.contacts
     )
     props = record.get("properties")
-    stamp = props.get("hs_lastmodifieddate") if isinstance(props, Mapping) else None
+    props = props if isinstance(props, Mapping) else {}
+    stamp = props.get("hs_lastmodifieddate")
+    entered = snapshot.stage_entered_at or _parse_stamp(
+        props.get("hs_v2_date_entered_current_stage")
+    )
     return replace(
         snapshot,
+        stage_entered_at=entered,
         contacts=contacts,
         modified_at=_parse_stamp(stamp) or _parse_stamp(record.get("updatedAt")),
         last_activity_at=last_activity(record, snapshot.last_activity_at),

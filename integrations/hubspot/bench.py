@@ -9,9 +9,10 @@ hubspot-api-client. ``dealcoach bench --hubspot`` runs it and records the figure
   ``contact_names="none"`` is measured too);
 - write: N notes (batch creates) against ``ceil(N/100)`` (+1: the association label
   check, once per adapter), and N summary-property updates against ``ceil(N/100)``;
-- sustained: full syncs and note/summary batches from two threads (the service's default
-  worker threads, each with its own adapter, sharing one limiter) for a while against
-  the emulator's 10-second limit: the share of that limit used and the 429s met.
+- sustained: full syncs from one thread and note/summary batches from two more (worker
+  threads, each with its own adapter, sharing one limiter as the service's processes
+  share theirs) for 30 s against the emulator's 10-second limit: the share of that limit
+  used and the 429s met.
 """
 
 from __future__ import annotations
@@ -116,10 +117,10 @@ def _peak(times: list[float], window: float = 10.0) -> int:
 
 
 def _sustained(
-    emulator: _TimedEmulator, data_dir: Path, deal_ids: list[str], seconds: float
+    emulator: _TimedEmulator, data_dir: Path, deal_ids: list[str], seconds: float, threads: int
 ) -> dict[str, Any]:
-    """Two threads for ``seconds``: one syncs everything again and again, the other
-    writes batches of 100 notes and 100 summary updates; one shared limiter."""
+    """``threads`` threads for ``seconds``: one syncs everything again and again, the
+    others write batches of 100 notes and 100 summary updates; one shared limiter."""
     limiter = ConnectionLimiter(MemoryHuey("hubspot-bench", immediate=True))
     rate_limited_before = emulator.call_counts().get("rate_limited", 0)
     errors: list[str] = []
@@ -135,21 +136,21 @@ def _sustained(
                 if time.monotonic() >= stop:
                     break
 
-    def writes() -> None:
+    def writes(writer: int) -> None:
         provider = _provider(emulator, data_dir, limiter)
         providers.append(provider)
         number = 0
         while time.monotonic() < stop:
-            start = (number * 100) % len(deal_ids)
+            start = (number * 100 + writer * 50) % len(deal_ids)
             chunk = (deal_ids[start:] + deal_ids[:start])[:100]
-            provider.write_notes(_notes(chunk, len(chunk), tag=f"{number:04x}"))
+            provider.write_notes(_notes(chunk, len(chunk), tag=f"{writer:x}{number:04x}"))
             if time.monotonic() < stop:
                 provider.update_summaries(_summaries(chunk, number))
             number += 1
 
-    def guarded(work: Any) -> None:
+    def guarded(work: Any, *args: Any) -> None:
         try:
-            work()
+            work(*args)
         except Exception as exc:  # counted, not raised: the figure is what matters
             with lock:
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -157,7 +158,8 @@ def _sustained(
     with emulator._times_lock:
         emulator.answered.clear()
     started = time.monotonic()
-    workers = [threading.Thread(target=guarded, args=(w,)) for w in (syncs, writes)]
+    jobs: list[tuple[Any, ...]] = [(syncs,)] + [(writes, n) for n in range(threads - 1)]
+    workers = [threading.Thread(target=guarded, args=job) for job in jobs]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -169,7 +171,7 @@ def _sustained(
     windows = elapsed / 10.0
     return {
         "sustained_seconds": round(elapsed, 1),
-        "sustained_threads": 2,
+        "sustained_threads": threads,
         "sustained_calls": len(times),
         "rate_limit_utilisation": round(len(times) / (windows * TEN_SECOND_LIMIT), 3),
         "peak_10s_calls": _peak(times),
@@ -180,7 +182,7 @@ def _sustained(
 
 
 def run_hubspot_bench(
-    deals: int = 1000, notes: int = 1000, sustained_seconds: float = 30.0
+    deals: int = 1000, notes: int = 1000, sustained_seconds: float = 30.0, threads: int = 3
 ) -> dict[str, Any]:
     """Measure calls for a first sync, note writes and summary updates, and the share of
     the 10-second limit used under sustained load (with the 429s met)."""
@@ -215,7 +217,7 @@ def run_hubspot_bench(
         summary_seconds = time.perf_counter() - started
         summary_calls = _api(emulator)
 
-        sustained = _sustained(emulator, Path(tmp), deal_ids, sustained_seconds)
+        sustained = _sustained(emulator, Path(tmp), deal_ids, sustained_seconds, threads)
     return {
         "hubspot": {
             "deals": deals,

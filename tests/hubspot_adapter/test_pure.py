@@ -99,6 +99,11 @@ def test_a_batch_read_record_with_labelled_contacts_becomes_a_snapshot() -> None
     assert by_id["501"].is_primary and by_id["501"].name == "Ada Lovelace"
     assert not by_id["502"].is_primary and by_id["502"].name is None
     assert snapshot.modified_at == datetime(2026, 9, 20, 10, 0, 0, 123000, tzinfo=UTC)
+    assert snapshot.stage_entered_at is None
+    current = json.loads(json.dumps(RECORD))
+    current["properties"]["hs_v2_date_entered_current_stage"] = "2026-09-05T09:00:00.000Z"
+    entered = hs.build_snapshot(current, [], {}, PIPELINES).stage_entered_at
+    assert entered == datetime(2026, 9, 5, 9, 0, tzinfo=UTC)
 
 
 def test_our_own_note_does_not_move_the_last_activity() -> None:
