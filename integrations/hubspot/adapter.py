@@ -734,7 +734,12 @@ class HubSpotProvider:
         auth = self._credentials.get("auth")
         if auth not in (None, "private_app", "oauth"):
             self._auth_problem = AuthError("HubSpot credentials: auth must be private_app or oauth")
-        self._oauth = auth == "oauth"
+        # OAuth: said so, or tokens obtained elsewhere with a refresh token (a private
+        # app's token has none).
+        refresh = self._credentials.get("refresh_token")
+        self._oauth = auth == "oauth" or (
+            auth is None and isinstance(refresh, str) and bool(refresh)
+        )
         options = context.settings
         self._page_size = _int_setting(options, "page_size", SEARCH_LIMIT, 1, SEARCH_LIMIT)
         self._overlap = timedelta(
@@ -756,7 +761,6 @@ class HubSpotProvider:
         self._limiter = _Limiter(f"hubspot:{portal}", self.budget, acquire or _default_acquire)
         self._ca_bundle = _ca_bundle(options, self._settings().crm_ca_bundle)
         self._lock = threading.RLock()
-        self._local = threading.local()
         self._api: _Api | None = None
         self._properties: dict[str, Mapping[str, Any]] | None = None
         self._pipelines: dict[str, StageCatalogue] | None = None
@@ -785,6 +789,10 @@ class HubSpotProvider:
         with self._lock:
             if self._auth_problem is not None:
                 raise self._auth_problem
+            if self._oauth:  # checked before every call: a long sync outlives a token
+                expires = _parse_stamp(self._credentials.get("expires_at"))
+                if expires is not None and self._clock() >= expires - EXPIRY_MARGIN:
+                    raise AuthError("HubSpot access token expired", refreshable=self._can_refresh())
             if self._api is not None:
                 return self._api
             token = self._credentials.get("access_token")
@@ -792,10 +800,6 @@ class HubSpotProvider:
                 raise AuthError(
                     "HubSpot credentials have no access token", refreshable=self._can_refresh()
                 )
-            if self._oauth:
-                expires = _parse_stamp(self._credentials.get("expires_at"))
-                if expires is not None and self._clock() >= expires - EXPIRY_MARGIN:
-                    raise AuthError("HubSpot access token expired", refreshable=self._can_refresh())
             self._api = _Api(self._host(), token, self._ca_bundle)
             return self._api
 
@@ -820,7 +824,10 @@ class HubSpotProvider:
                 response = work(api.client)
             except _API_EXCEPTIONS as exc:
                 error = self._translate(what, exc)
-                wait = self._retry_wait(error, attempt)
+                # A create answered 5xx may have been applied: the service looks its
+                # marker up before writing again. A 429 was refused before any work.
+                replayable = idempotent or isinstance(error, RateLimitedError)
+                wait = self._retry_wait(error, attempt) if replayable else None
                 if wait is None:
                     raise error from None
                 time.sleep(wait)
