@@ -157,6 +157,89 @@ def apikey_revoke(key_id_or_prefix: str) -> None:
 
 
 @main.group()
+def cardkey() -> None:
+    """Card keys: the Salesforce card's key for the /cards endpoints of one connection."""
+
+
+@cardkey.command("create")
+@click.option("--connection", "connection_id", required=True, help="The connection id.")
+@click.option("--name", default="Salesforce card", show_default=True, help="What it is for.")
+def cardkey_create(connection_id: str, name: str) -> None:
+    """Create a card key and print it once, alone on the last line."""
+    from app.cards.keys import create_card_key
+    from app.connections.models import Connection
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            connection = session.get(Connection, connection_id)
+            if connection is None:
+                _fail(f"no connection {connection_id!r}")
+            try:
+                key, plaintext = create_card_key(session, connection, name)
+            except ValueError as exc:
+                _fail(str(exc))
+    finally:
+        engine.dispose()
+    click.echo(
+        f"created card key {key.prefix} (id {key.id}) for connection {connection_id}; "
+        "it works only on that connection's /cards endpoints and is shown only once:"
+    )
+    click.echo(plaintext)
+
+
+@cardkey.command("list")
+@click.option("--connection", "connection_id", default=None, help="Only this connection's.")
+def cardkey_list(connection_id: str | None) -> None:
+    """List card keys (id, prefix, connection, dates, name; never a secret)."""
+    from app.cards.keys import list_card_keys
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            rows = list_card_keys(session, connection_id)
+    finally:
+        engine.dispose()
+
+    def when(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+    lines = ["ID\tPREFIX\tCONNECTION\tCREATED\tLAST_USED\tREVOKED\tNAME"]
+    for key in rows:
+        lines.append(
+            f"{key.id}\t{key.prefix}\t{key.connection_id}\t{when(key.created_at)}\t"
+            f"{when(key.last_used_at)}\t{when(key.revoked_at)}\t{key.name}"
+        )
+    click.echo("\n".join(lines))
+
+
+@cardkey.command("revoke")
+@click.argument("key_id_or_prefix")
+def cardkey_revoke(key_id_or_prefix: str) -> None:
+    """Revoke a card key, named by its id or its prefix."""
+    from app.cards.keys import find_card_key, revoke_card_key
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            found = find_card_key(session, key_id_or_prefix)
+            if found is None:
+                _fail("no card key with that id or prefix")
+            already = found.revoked_at is not None
+            key = revoke_card_key(session, found)
+    finally:
+        engine.dispose()
+    state = "was already revoked" if already else "revoked"
+    click.echo(f"card key {key.prefix} (id {key.id}) {state}")
+
+
+@main.group()
 def keys() -> None:
     """Encryption keys for secrets at rest (DEALCOACH_SECRET_KEYS)."""
 

@@ -231,6 +231,8 @@ class Portal:
         self.next_ids = dict(_FIRST_IDS)
         self.owners: list[dict[str, Any]] = []
         self.on_change: Callable[[Record, str, Change], None] | None = None
+        #: Deal-contact labels an admin added (``add_contact_label``), both directions.
+        self.extra_association_types: list[AssociationType] = []
         self._last_tick: datetime | None = None
         self.refresh_schema()
 
@@ -436,7 +438,27 @@ class Portal:
     # ------------------------------------------------------------------ associations
 
     def association_types(self, from_type: str, to_type: str) -> list[AssociationType]:
-        return [t for t in ASSOCIATION_TYPES if t.from_type == from_type and t.to_type == to_type]
+        return [
+            t
+            for t in (*ASSOCIATION_TYPES, *self.extra_association_types)
+            if t.from_type == from_type and t.to_type == to_type
+        ]
+
+    def add_contact_label(self, label: str) -> int:
+        """A new user-defined deal-to-contact label (as an admin creates one); its
+        deal-to-contact type id (an existing label's when it exists)."""
+        for kind in self.association_types("deals", "contacts"):
+            if kind.label == label:
+                return kind.type_id
+        taken = {t.type_id for t in (*ASSOCIATION_TYPES, *self.extra_association_types)}
+        type_id = max(taken) + 1
+        while type_id in taken or type_id + 1 in taken:
+            type_id += 2
+        self.extra_association_types += [
+            AssociationType("deals", "contacts", type_id, "USER_DEFINED", label),
+            AssociationType("contacts", "deals", type_id + 1, "USER_DEFINED", label),
+        ]
+        return type_id
 
     def association_type(
         self, from_type: str, to_type: str, type_id: int

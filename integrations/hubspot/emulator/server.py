@@ -377,6 +377,11 @@ class HubSpotEmulator:
             owner = self._owner_source(owner_id or record.get("hubspot_owner_id"))
             return self.portal.update(record, properties, owner)
 
+    def archive_deal(self, deal_id: str) -> None:
+        """Delete a deal as a user would (archived: listed with ``archived=true``)."""
+        with self._lock:
+            self._archive("deals", deal_id)
+
     def set_stage(self, deal_id: str, stage_id: str, *, owner_id: int | None = None) -> None:
         """Move a deal to another stage as a user would (a webhook follows when configured)."""
         self.update_deal(deal_id, {"dealstage": stage_id}, owner_id=owner_id)
@@ -795,6 +800,9 @@ class HubSpotEmulator:
             if len(rest) == 1:
                 if method == "PATCH":
                     return self._patch(object_type, rest[0], _json_object(body), source)
+                if method == "DELETE":
+                    self._archive(object_type, rest[0])
+                    return _Response(204)
                 _allow(method, "GET")
                 return self._get(object_type, rest[0], params)
         if segments[:2] == ["crm", "v4"]:
@@ -821,6 +829,8 @@ class HubSpotEmulator:
         body["createdAt"] = format_datetime(record.created_at)
         body["updatedAt"] = format_datetime(record.updated_at)
         body["archived"] = record.archived
+        if record.archived:
+            body["archivedAt"] = format_datetime(record.updated_at)
         if trace_id is not None:
             body["objectWriteTraceId"] = trace_id
         return body
@@ -854,12 +864,24 @@ class HubSpotEmulator:
             body["associations"] = associations
         return _Response.json(200, body)
 
+    def _archive(self, object_type: str, object_id: str) -> None:
+        """``DELETE .../{id}``: the object is archived (kept 90 days by HubSpot, listed
+        with ``archived=true``)."""
+        record = self.portal.require(object_type, object_id)
+        record.archived = True
+        record.updated_at = max(record.updated_at, self.portal.now())
+        self._count(f"{object_type}_archived")
+
     def _list(self, object_type: str, params: Mapping[str, list[str]]) -> _Response:
         limit = int((params.get("limit") or ["10"])[-1])
         if not 1 <= limit <= 100:
             raise HubSpotError(400, "VALIDATION_ERROR", "limit must be between 1 and 100")
         after = (params.get("after") or [""])[-1]
-        rows = sorted(self.portal.all(object_type), key=lambda r: int(r.id))
+        if (params.get("archived") or ["false"])[-1].lower() == "true":
+            pool = [r for r in self.portal.records[object_type].values() if r.archived]
+        else:
+            pool = self.portal.all(object_type)
+        rows = sorted(pool, key=lambda r: int(r.id))
         if after:
             rows = [r for r in rows if int(r.id) > int(after)]
         page = rows[:limit]
@@ -1408,6 +1430,8 @@ def _kind(method: str, path: str) -> str:
                 return f"{name}_batch_{rest[1]}"
             if not rest:
                 return f"{name}_create" if method == "POST" else f"{name}_list"
+            if method == "DELETE":
+                return f"{name}_archive"
             return f"{name}_update" if method == "PATCH" else f"{name}_get"
         if area == "properties":
             return "property_create" if method == "POST" else "properties"
