@@ -157,6 +157,89 @@ def apikey_revoke(key_id_or_prefix: str) -> None:
 
 
 @main.group()
+def cardkey() -> None:
+    """Card keys: the Salesforce card's key for the /cards endpoints of one connection."""
+
+
+@cardkey.command("create")
+@click.option("--connection", "connection_id", required=True, help="The connection id.")
+@click.option("--name", default="Salesforce card", show_default=True, help="What it is for.")
+def cardkey_create(connection_id: str, name: str) -> None:
+    """Create a card key and print it once, alone on the last line."""
+    from app.cards.keys import create_card_key
+    from app.connections.models import Connection
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            connection = session.get(Connection, connection_id)
+            if connection is None:
+                _fail(f"no connection {connection_id!r}")
+            try:
+                key, plaintext = create_card_key(session, connection, name)
+            except ValueError as exc:
+                _fail(str(exc))
+    finally:
+        engine.dispose()
+    click.echo(
+        f"created card key {key.prefix} (id {key.id}) for connection {connection_id}; "
+        "it works only on that connection's /cards endpoints and is shown only once:"
+    )
+    click.echo(plaintext)
+
+
+@cardkey.command("list")
+@click.option("--connection", "connection_id", default=None, help="Only this connection's.")
+def cardkey_list(connection_id: str | None) -> None:
+    """List card keys (id, prefix, connection, dates, name; never a secret)."""
+    from app.cards.keys import list_card_keys
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            rows = list_card_keys(session, connection_id)
+    finally:
+        engine.dispose()
+
+    def when(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+    lines = ["ID\tPREFIX\tCONNECTION\tCREATED\tLAST_USED\tREVOKED\tNAME"]
+    for key in rows:
+        lines.append(
+            f"{key.id}\t{key.prefix}\t{key.connection_id}\t{when(key.created_at)}\t"
+            f"{when(key.last_used_at)}\t{when(key.revoked_at)}\t{key.name}"
+        )
+    click.echo("\n".join(lines))
+
+
+@cardkey.command("revoke")
+@click.argument("key_id_or_prefix")
+def cardkey_revoke(key_id_or_prefix: str) -> None:
+    """Revoke a card key, named by its id or its prefix."""
+    from app.cards.keys import find_card_key, revoke_card_key
+    from app.db import create_engine_for, make_session_factory, session_scope
+
+    settings = exit_on_invalid_settings()
+    engine = create_engine_for(settings)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            found = find_card_key(session, key_id_or_prefix)
+            if found is None:
+                _fail("no card key with that id or prefix")
+            already = found.revoked_at is not None
+            key = revoke_card_key(session, found)
+    finally:
+        engine.dispose()
+    state = "was already revoked" if already else "revoked"
+    click.echo(f"card key {key.prefix} (id {key.id}) {state}")
+
+
+@main.group()
 def keys() -> None:
     """Encryption keys for secrets at rest (DEALCOACH_SECRET_KEYS)."""
 
@@ -452,7 +535,14 @@ def bench(
     show_default=True,
     help="Opportunities to seed in the Salesforce emulator.",
 )
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the emulator's org.")
+@click.option(
+    "--hubspot-deals",
+    type=click.IntRange(1, 2000),
+    default=18,
+    show_default=True,
+    help="Deals to seed in the HubSpot emulator.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the emulators' data.")
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -470,28 +560,54 @@ def bench(
 @click.option(
     "--keep-running",
     is_flag=True,
-    help="Leave the service and the emulator running until Ctrl-C, and print the admin key.",
+    help="Leave the service and the emulators running until Ctrl-C, and print the admin key.",
+)
+@click.option("--once", is_flag=True, help="Run once and stop everything (the default).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print only one JSON object of counts read back from the emulators.",
 )
 def demo(
-    opportunities: int, seed: int, data_dir: Path | None, timeout: float, keep_running: bool
+    opportunities: int,
+    hubspot_deals: int,
+    seed: int,
+    data_dir: Path | None,
+    timeout: float,
+    keep_running: bool,
+    once: bool,
+    as_json: bool,
 ) -> None:
-    """Run the main job end to end against the Salesforce sandbox, set-up included.
+    """Run the main job end to end against both CRM sandboxes, set-up included.
 
-    Starts the Salesforce emulator (TLS) with a seeded org, migrates and starts
-    `dealcoach serve` on the embedded default (SQLite, worker threads inside), connects it
-    to the org through the admin API, syncs and writes the coaching notes back, reviews a
-    stage change from its Outbound Message, reviews the bundled HubSpot sample offline
-    (no HubSpot sandbox yet), and stops everything. Exit status 0 on success; on a failure
-    one line `dealcoach: demo failed: ...` (with the service log's last lines) and 1.
+    Starts the Salesforce emulator (TLS) and the HubSpot emulator with seeded data,
+    migrates and starts `dealcoach serve` on the embedded default (SQLite, worker threads
+    inside), connects both through the admin API, syncs and writes the coaching notes
+    back, reviews a stage change in each CRM from its webhook (an Outbound Message; a
+    v3-signed HubSpot event), reads both CRMs back, and stops everything. Exit status 0 on
+    success; on a failure one line `dealcoach: demo failed: ...` (with the service log's
+    last lines) and 1. `--once --json` prints one JSON object: deals synced and notes
+    written per CRM, reviews, stage changes, stage-change-to-note times, duplicate notes.
     """
     from app.demo import DemoError, DemoOptions, run_demo, sigterm_as_interrupt
 
+    if keep_running and (once or as_json):
+        raise click.UsageError("--keep-running cannot be combined with --once or --json")
     options = DemoOptions(
-        opportunities=opportunities, seed=seed, data_dir=data_dir, timeout=timeout
+        opportunities=opportunities,
+        hubspot_deals=hubspot_deals,
+        seed=seed,
+        data_dir=data_dir,
+        timeout=timeout,
     )
     try:
         with sigterm_as_interrupt():
-            run_demo(options, click.echo, keep_running=keep_running)
+            if as_json:
+                report = run_demo(options, lambda line: None)
+                click.echo(json.dumps(report.summary()))
+            else:
+                run_demo(options, click.echo, keep_running=keep_running)
     except DemoError as exc:
         click.echo(f"dealcoach: demo failed: {exc}", err=True)
         raise SystemExit(1) from None

@@ -77,7 +77,12 @@ class Settings(BaseSettings):
     salesforce_client_secret: str | None = None
     salesforce_login_url: str = "https://login.salesforce.com"
     hubspot_client_id: str | None = None
-    hubspot_client_secret: str | None = None
+    hubspot_client_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="The HubSpot app's client secret: OAuth, and the signatures of HubSpot "
+        "webhooks and app-card requests of connections without their own webhook_secret.",
+    )
     hubspot_oauth_url: str = Field(
         default="https://api.hubapi.com",
         description="Base URL of HubSpot's OAuth token API (an emulator's URL in tests).",
@@ -140,6 +145,12 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @property
+    def explicit_public_url(self) -> str | None:
+        """``DEALCOACH_PUBLIC_URL`` when it was set (behind a proxy, what the CRM calls),
+        else None: signatures over the full URL then use the URL as requested."""
+        return self.public_url if "public_url" in self.model_fields_set else None
 
     @property
     def resolved_queue_url(self) -> str:

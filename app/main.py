@@ -18,13 +18,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.metrics import router as metrics_router
 from app.api.problems import install_problem_handlers
+from app.cards.router import admin_router as card_keys_router
+from app.cards.router import router as cards_router
 from app.config import Settings, get_settings
 from app.connections.oauth_router import router as oauth_router
 from app.connections.router import router as connections_router
 from app.deals.router import router as deals_router
+from app.feedback.router import router as feedback_router
 from app.playbooks.router import router as playbooks_router
 from app.reviews.router import router as reviews_router
 from app.runtime import build_runtime, set_runtime
+from app.webhooks.hubspot import receiver as hubspot_webhook_receiver
 from app.webhooks.router import receiver as webhook_receiver
 from app.webhooks.router import router as deliveries_router
 from app.writeback.router import router as writebacks_router
@@ -38,6 +42,10 @@ ROUTERS = (
     deliveries_router,
     playbooks_router,
     webhook_receiver,
+    hubspot_webhook_receiver,
+    cards_router,
+    card_keys_router,
+    feedback_router,
     metrics_router,
 )
 

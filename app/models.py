@@ -6,9 +6,11 @@ Alembic's ``migrations/env.py`` and the tests import this module.
 from __future__ import annotations
 
 from app.admin.models import ApiKey
+from app.cards.models import CardKey
 from app.connections.models import Connection
 from app.db import Base
 from app.deals.models import DealHistoryRow, DealSnapshotRow
+from app.feedback.models import CardFeedback
 from app.playbooks.models import PlaybookRow
 from app.reviews.models import PromptFeedback, Review
 from app.webhooks.models import WebhookDelivery
@@ -17,6 +19,8 @@ from app.writeback.models import WriteBack
 __all__ = [
     "ApiKey",
     "Base",
+    "CardFeedback",
+    "CardKey",
     "Connection",
     "DealHistoryRow",
     "DealSnapshotRow",

@@ -231,7 +231,8 @@ def webhook_urls(box: SecretBox, connection: Connection, settings: Settings) -> 
     base = settings.public_url
     provider = Provider(connection.provider)
     if provider == Provider.HUBSPOT:
-        return {"webhook": f"{base}/webhooks/hubspot"}
+        # One URL for the whole HubSpot app: events are routed by their portalId.
+        return {"hubspot": f"{base}/webhooks/hubspot"}
     if provider == Provider.SALESFORCE:
         urls = {"signed_json": f"{base}/webhooks/salesforce/{connection.id}/events"}
         token = outbound_token(box, connection)

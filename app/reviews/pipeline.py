@@ -21,6 +21,7 @@ from app.coaching.snapshot import DealSnapshot
 from app.connections.models import Connection
 from app.db import utcnow
 from app.deals.service import store_snapshot, with_observed_history
+from app.feedback.service import review_for_writeback
 from app.playbooks.service import compiled_playbook
 from app.reviews.models import Review, ReviewTrigger
 from app.writeback.models import WriteBack, WriteBackTarget
@@ -94,7 +95,14 @@ def review_snapshot(
     session.flush()
     writebacks: list[WriteBack] = []
     mode = connection_setting(connection, "writeback_mode", "auto")
-    if not dry_run and mode == "auto" and result.is_open and result.prompts:
+    # Notes show what feedback leaves of the prompts (app/feedback): the stored review
+    # and its marker stay the engine's, so a verdict alone never writes a new note.
+    shown = (
+        review_for_writeback(session, connection.id, deal.id, result)
+        if not dry_run and mode == "auto" and result.is_open
+        else result
+    )
+    if not dry_run and mode == "auto" and result.is_open and shown.prompts:
         for target_name in connection_setting(connection, "writeback_targets", DEFAULT_TARGETS):
             target = WriteBackTarget(target_name)
             # Each target carries its own marker: a note and a task of one review
@@ -105,12 +113,12 @@ def review_snapshot(
                 else note_marker(connection.id, deal.id, f"{fingerprint}:{target.value}")
             )
             if target == WriteBackTarget.SUMMARY_FIELDS:
-                payload: dict[str, object] = {"fields": summary_fields(result, marker)}
+                payload: dict[str, object] = {"fields": summary_fields(shown, marker)}
             else:
                 payload = {
-                    "title": note_title(result),
-                    "html": render_note_html(result, target_marker),
-                    "text": render_note_text(result, target_marker),
+                    "title": note_title(shown),
+                    "html": render_note_html(shown, target_marker),
+                    "text": render_note_text(shown, target_marker),
                 }
             created = add_writeback(
                 session,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import time
+from datetime import datetime
 
 import httpx
 import pytest

@@ -22,6 +22,8 @@ from app.models import Base
 
 EXPECTED_TABLES = {
     "api_keys",
+    "card_feedback",
+    "card_keys",
     "connections",
     "deal_history",
     "deal_snapshots",

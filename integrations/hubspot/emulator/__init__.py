@@ -47,7 +47,8 @@ generated models):
   ``object.propertyChange`` event (optionally the legacy ``deal.propertyChange``),
   batched up to 100 a request, v3-signed, retried with backoff.
 * ``/__emulator/...`` (no auth, for tests, demos and benchmarks): ``GET state``,
-  ``GET calls``, ``GET notes?deal=ID``, ``GET deliveries``, ``GET deals/{id}``;
+  ``GET calls``, ``GET notes?deal=ID``, ``GET deliveries``, ``GET deals[?properties=a,b]``,
+  ``GET deals/{id}``;
   ``POST faults`` ``{"rate_limit", "errors", "error_status", "delay",
   "delay_count", "fail_deals", "expire_tokens", "ten_second_limit",
   "search_per_second", "clear"}``; ``POST seed {"count", "as_of"}``; ``POST token

@@ -1281,6 +1281,14 @@ class HubSpotEmulator:
             if action == "deliveries":
                 with self._lock:
                     return _Response.json(200, {"results": [d.summary() for d in self.deliveries]})
+            if action == "deals":
+                with self._lock:
+                    records = self.portal.all("deals")
+                    wanted = _names(params, "properties") or list(self.portal.properties["deals"])
+                    rows = [
+                        {"id": r.id, "properties": self.portal.values(r, wanted)} for r in records
+                    ]
+                return _Response.json(200, {"results": rows})
             if segments[0] == "deals" and len(segments) == 2:
                 found = self.deal(segments[1])
                 if found is None:

@@ -1,0 +1,1 @@
+"""The in-CRM cards: the Salesforce LWC and the HubSpot app card read reviews here."""
