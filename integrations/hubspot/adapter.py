@@ -1245,12 +1245,32 @@ class HubSpotProvider:
         if valid:
             type_id = self._note_association_type()
             for start in range(0, len(valid), BATCH_LIMIT):
-                self._create_notes(notes, valid[start : start + BATCH_LIMIT], type_id, results)
+                self._create_bisecting(notes, valid[start : start + BATCH_LIMIT], type_id, results)
         lost = "HubSpot returned no result for this note"
         return [
             result if result is not None else NoteResult(note.marker, error=RetriableError(lost))
             for note, result in zip(notes, results, strict=True)
         ]
+
+    def _create_bisecting(
+        self,
+        notes: Sequence[NoteRequest],
+        indexes: list[int],
+        type_id: int,
+        results: list[NoteResult | None],
+    ) -> None:
+        """A batch create; a batch refused as a whole (a 400: HubSpot may refuse every
+        input for one bad association) is split in halves until the bad notes stand
+        alone, so one deleted deal costs about ``2 log2(n)`` calls, not its batch."""
+        try:
+            self._create_notes(notes, indexes, type_id, results)
+        except InvalidRequestError as exc:
+            if len(indexes) == 1:
+                results[indexes[0]] = NoteResult(notes[indexes[0]].marker, error=exc)
+                return
+            middle = len(indexes) // 2
+            self._create_bisecting(notes, indexes[:middle], type_id, results)
+            self._create_bisecting(notes, indexes[middle:], type_id, results)
 
     def _create_notes(
         self,

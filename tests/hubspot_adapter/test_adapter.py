@@ -5,19 +5,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from huey import MemoryHuey
 
+from app.ratelimit import ConnectionLimiter
 from integrations.base import (
     AuthError,
+    ConnectionContext,
     InvalidRequestError,
     NoteRequest,
     RateLimitedError,
     SummaryUpdate,
 )
+from integrations.hubspot.adapter import HubSpotProvider
 from integrations.hubspot.emulator import METHODOLOGY_PROPERTIES
 
-from .conftest import ProviderFactory, RetryAfterEmulator, api_calls
+from .conftest import (
+    ProviderFactory,
+    RetryAfterEmulator,
+    api_calls,
+    app_settings_for,
+    oauth_credentials,
+)
 
 
 def _note(deal_id: str, number: int) -> NoteRequest:
@@ -82,16 +94,8 @@ def bare_emulator() -> Iterator[RetryAfterEmulator]:
 
 
 def test_the_summary_property_is_created_once_then_written_in_batches(
-    bare_emulator: RetryAfterEmulator, tmp_path: object
+    bare_emulator: RetryAfterEmulator, tmp_path: Path
 ) -> None:
-    from huey import MemoryHuey
-
-    from app.ratelimit import ConnectionLimiter
-    from integrations.base import ConnectionContext
-    from integrations.hubspot.adapter import HubSpotProvider
-
-    from .conftest import app_settings_for, oauth_credentials
-
     emulator = bare_emulator
     deal_ids = emulator.seed(3)
     context = ConnectionContext(
@@ -106,7 +110,7 @@ def test_the_summary_property_is_created_once_then_written_in_batches(
     provider = HubSpotProvider(
         context,
         settings=app_settings_for(emulator, tmp_path),
-        acquire=limiter.acquire,  # type: ignore[arg-type]
+        acquire=limiter.acquire,
     )
     updates = [
         SummaryUpdate(deal_id, {"dealcoach_summary": f"S{n}", "dealcoach_health": "40"})
@@ -177,3 +181,45 @@ def test_a_5xx_on_a_read_is_retried_in_place(
     emulator.inject_errors(2, 502)
     assert provider.list_stages()
     assert emulator.call_counts().get("server_error") == 2
+
+
+class WholeBatchRefusal(RetryAfterEmulator):
+    """A note batch create naming ``refused`` answers 400 for the whole batch (as HubSpot
+    may for one invalid association)."""
+
+    refused = ""
+
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> Any:
+        if (
+            method == "POST"
+            and target.startswith("/crm/v3/objects/notes/batch/create")
+            and f'"id": "{self.refused}"' in body.decode()
+        ):
+            self._count("refused_batches")
+            return super().handle("POST", "/crm/v3/objects/notes/batch/create", headers, b"{}")
+        return super().handle(method, target, headers, body)
+
+
+def test_a_batch_refused_as_a_whole_is_split_until_the_bad_note_stands_alone(
+    tmp_path: Path,
+) -> None:
+    with WholeBatchRefusal(seed=2, ten_second_limit=100_000) as emulator:
+        deal_ids = emulator.seed(8)
+        emulator.refused = deal_ids[5]
+        limiter = ConnectionLimiter(MemoryHuey("split", immediate=True))
+        context = ConnectionContext(
+            "c",
+            "hubspot",
+            str(emulator.portal_id),
+            emulator.base_url,
+            oauth_credentials(emulator),
+            {"rate_limit_per_10s": 10_000},
+        )
+        provider = HubSpotProvider(
+            context, settings=app_settings_for(emulator, tmp_path), acquire=limiter.acquire
+        )
+        results = provider.write_notes([_note(deal_id, n) for n, deal_id in enumerate(deal_ids)])
+        assert [r.ok for r in results] == [n != 5 for n in range(8)]
+        assert isinstance(results[5].error, InvalidRequestError)
+        assert len(emulator.notes()) == 7
+        assert emulator.call_counts().get("refused_batches") == 4, "8 -> 4 -> 2 -> 1"
