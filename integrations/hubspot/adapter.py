@@ -53,7 +53,8 @@ Writes
     checked once against ``/crm/v4/associations/notes/deals/labels``, 214 when
     HubSpot's own unlabelled type cannot be read). Each input carries
     ``objectWriteTraceId`` = its marker; a 207's errors are mapped back to their notes
-    through it, and created notes to theirs through the marker in their body.
+    through it, and created notes to theirs through the marker in their body; a batch
+    refused as a whole (400) is bisected until the bad note stands alone.
     :meth:`find_note` searches notes associated with the deal whose body holds the
     marker (one search). :meth:`update_summaries` writes the ``dealcoach_*`` deal
     properties the portal has (``dealcoach_summary`` is created on first use when
