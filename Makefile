@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## The main job end to end, set-up included, on the embedded default: `dealcoach demo`
-## starts the Salesforce emulator (the Salesforce sandbox), runs `dealcoach db upgrade` and
-## `dealcoach serve` on a fresh SQLite data directory, connects, syncs, writes notes back,
-## reviews a stage change, reviews the HubSpot sample offline (no HubSpot sandbox yet), and
-## stops everything (docs/demo.md).
+## starts the Salesforce and HubSpot emulators (the CRM sandboxes), runs `dealcoach db
+## upgrade` and `dealcoach serve` on a fresh SQLite data directory, connects both CRMs,
+## syncs, writes notes back, reviews a stage change in each from its webhook, reads both
+## CRMs back, and stops everything (docs/demo.md).
 demo: $(STAMP)
 	$(BIN)/dealcoach demo
 
@@ -53,7 +53,7 @@ cards-test: $(CARD_STAMPS)
 	cd integrations/hubspot/project/src/app/cards && npm run --silent lint && npm test --silent
 
 bench: $(STAMP)
-	$(BIN)/dealcoach bench --deals 10000 --salesforce
+	$(BIN)/dealcoach bench --deals 10000 --salesforce --hubspot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(addsuffix /node_modules,$(CARD_PROJECTS))

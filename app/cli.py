@@ -502,9 +502,16 @@ def agenda(
     default=False,
     help="Also measure the Salesforce connector's API calls against the emulator.",
 )
-def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool) -> None:
+@click.option(
+    "--hubspot/--no-hubspot",
+    default=False,
+    help="Also measure the HubSpot connector's API calls and rate-limit use against the emulator.",
+)
+def bench(
+    deals: int, seed: int, results: Path, markdown: Path, salesforce: bool, hubspot: bool
+) -> None:
     """Benchmark the engine on generated deals (one core), and optionally the Salesforce
-    connector against its emulator; record the figures."""
+    and HubSpot connectors against their emulators; record the figures."""
     from app.bench import run_engine_bench, write_results
 
     figures = run_engine_bench(deals, seed)
@@ -512,6 +519,10 @@ def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool
         from integrations.salesforce.bench import run_salesforce_bench
 
         figures.update(run_salesforce_bench())
+    if hubspot:
+        from integrations.hubspot.bench import run_hubspot_bench
+
+        figures.update(run_hubspot_bench())
     write_results(figures, results, markdown)
     click.echo(json.dumps(figures, indent=2))
 
@@ -524,7 +535,14 @@ def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool
     show_default=True,
     help="Opportunities to seed in the Salesforce emulator.",
 )
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the emulator's org.")
+@click.option(
+    "--hubspot-deals",
+    type=click.IntRange(1, 2000),
+    default=18,
+    show_default=True,
+    help="Deals to seed in the HubSpot emulator.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the emulators' data.")
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -542,28 +560,54 @@ def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool
 @click.option(
     "--keep-running",
     is_flag=True,
-    help="Leave the service and the emulator running until Ctrl-C, and print the admin key.",
+    help="Leave the service and the emulators running until Ctrl-C, and print the admin key.",
+)
+@click.option("--once", is_flag=True, help="Run once and stop everything (the default).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print only one JSON object of counts read back from the emulators.",
 )
 def demo(
-    opportunities: int, seed: int, data_dir: Path | None, timeout: float, keep_running: bool
+    opportunities: int,
+    hubspot_deals: int,
+    seed: int,
+    data_dir: Path | None,
+    timeout: float,
+    keep_running: bool,
+    once: bool,
+    as_json: bool,
 ) -> None:
-    """Run the main job end to end against the Salesforce sandbox, set-up included.
+    """Run the main job end to end against both CRM sandboxes, set-up included.
 
-    Starts the Salesforce emulator (TLS) with a seeded org, migrates and starts
-    `dealcoach serve` on the embedded default (SQLite, worker threads inside), connects it
-    to the org through the admin API, syncs and writes the coaching notes back, reviews a
-    stage change from its Outbound Message, reviews the bundled HubSpot sample offline
-    (no HubSpot sandbox yet), and stops everything. Exit status 0 on success; on a failure
-    one line `dealcoach: demo failed: ...` (with the service log's last lines) and 1.
+    Starts the Salesforce emulator (TLS) and the HubSpot emulator with seeded data,
+    migrates and starts `dealcoach serve` on the embedded default (SQLite, worker threads
+    inside), connects both through the admin API, syncs and writes the coaching notes
+    back, reviews a stage change in each CRM from its webhook (an Outbound Message; a
+    v3-signed HubSpot event), reads both CRMs back, and stops everything. Exit status 0 on
+    success; on a failure one line `dealcoach: demo failed: ...` (with the service log's
+    last lines) and 1. `--once --json` prints one JSON object: deals synced and notes
+    written per CRM, reviews, stage changes, stage-change-to-note times, duplicate notes.
     """
     from app.demo import DemoError, DemoOptions, run_demo, sigterm_as_interrupt
 
+    if keep_running and (once or as_json):
+        raise click.UsageError("--keep-running cannot be combined with --once or --json")
     options = DemoOptions(
-        opportunities=opportunities, seed=seed, data_dir=data_dir, timeout=timeout
+        opportunities=opportunities,
+        hubspot_deals=hubspot_deals,
+        seed=seed,
+        data_dir=data_dir,
+        timeout=timeout,
     )
     try:
         with sigterm_as_interrupt():
-            run_demo(options, click.echo, keep_running=keep_running)
+            if as_json:
+                report = run_demo(options, lambda line: None)
+                click.echo(json.dumps(report.summary()))
+            else:
+                run_demo(options, click.echo, keep_running=keep_running)
     except DemoError as exc:
         click.echo(f"dealcoach: demo failed: {exc}", err=True)
         raise SystemExit(1) from None

@@ -22,8 +22,15 @@ What runs (everything on 127.0.0.1, no network needed, all stopped at the end):
    moves one opportunity to its next stage (back one from the last) as its owner would
    in Salesforce, and measures the seconds until the service's new review and its note
    exist.
-6. Reviews the bundled HubSpot sample export offline (there is no HubSpot sandbox yet),
-   prints where to look next, and stops the service (SIGTERM) and the emulator.
+6. The HubSpot sandbox the same way: the HubSpot emulator
+   (:class:`integrations.hubspot.emulator.HubSpotEmulator`, plain http) seeded with a
+   portal, a HubSpot connection (OAuth tokens from the emulator's app), its sync, and a
+   deal-stage change delivered as a v3-signed webhook to ``webhook_urls.hubspot``.
+7. Reads both CRMs back (notes with a dealcoach marker, duplicates), prints where to
+   look next, and stops the service (SIGTERM) and both emulators.
+
+``dealcoach demo --once --json`` prints only :meth:`DemoReport.summary`: one JSON
+object whose note counts are read from the emulators, not from the service's database.
 
 :class:`Demo` holds one run (``with Demo(...) as demo: demo.run()``; leaving the block
 stops everything); :func:`run_demo` is what the command calls.
@@ -32,6 +39,7 @@ stops everything); :func:`run_demo` is what the command calls.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import secrets
@@ -56,6 +64,7 @@ from typing import Any
 
 import httpx
 
+from integrations.hubspot.emulator import DEFAULT_PIPELINES, HubSpotEmulator
 from integrations.salesforce.emulator import API_VERSION, DEFAULT_STAGES, SalesforceEmulator
 
 __all__ = [
@@ -71,6 +80,7 @@ __all__ = [
 ]
 
 DEFAULT_OPPORTUNITIES = 40
+DEFAULT_HUBSPOT_DEALS = 18
 DEFAULT_SEED = 7
 #: The bundled samples were written for a review at this moment.
 SAMPLES_AS_OF = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -78,9 +88,12 @@ SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 #: The sales rep whose view of the org the demo reads notes through (a seeded owner).
 CRM_READER = "maya.chen@acme-sales.example"
 _MARKER_PREFIX = "[dc1-"
+#: The marker of a dealcoach note in a HubSpot note body (the HubSpot adapter's).
+_HUBSPOT_MARKER = re.compile(r"dc1-[0-9A-Za-z-]{1,64}")
 _BAND_LABEL = {"healthy": "healthy", "at_risk": "at risk", "critical": "critical"}
 _BAND_TITLE = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"}
 WIDTH = 100
+STEPS = 7
 _POLL = 0.2
 #: A uvicorn access-log line of a successful request.
 _SUCCESS = re.compile(r'" [23]\d\d [A-Za-z ]*$')
@@ -96,6 +109,7 @@ class DemoError(Exception):
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     opportunities: int = DEFAULT_OPPORTUNITIES
+    hubspot_deals: int = DEFAULT_HUBSPOT_DEALS
     seed: int = DEFAULT_SEED
     #: Where the databases, the emulator's state and the logs go. None: a temporary
     #: directory, removed at the end; a given directory is kept.
@@ -154,11 +168,61 @@ class DemoReport:
     webhook_note_seconds: float = 0.0
     webhook_notes_before: int = 0
     webhook_notes_after: int = 0
-    #: The offline HubSpot review of the bundled sample.
+    #: The HubSpot portal (the HubSpot emulator) and its connection.
+    hubspot_url: str = ""
+    portal_id: str = ""
+    hubspot_connection_id: str = ""
+    hubspot_deals: int = 0
     hubspot_reviewed: int = 0
     hubspot_bands: dict[str, int] = field(default_factory=dict)
     hubspot_closed: int = 0
+    hubspot_notes_written: int = 0
+    hubspot_summaries_written: int = 0
+    hubspot_sync_seconds: float = 0.0
+    hubspot_sync_api_calls: int = 0
+    #: From the portal (the emulator's control API): notes with a dealcoach marker.
+    hubspot_notes_in_crm: int = 0
+    hubspot_deals_with_notes: int = 0
+    hubspot_deal_id: str = ""
+    hubspot_deal_name: str = ""
+    hubspot_old_stage: str = ""
+    hubspot_new_stage: str = ""
+    hubspot_webhook_seconds: float = 0.0
+    hubspot_review_seconds: float = 0.0
+    hubspot_note_seconds: float = 0.0
+    #: Every stage change made and, for those that led to a note, the seconds to it.
+    stage_changes: int = 0
+    stage_change_to_note: list[float] = field(default_factory=list)
+    reviews: int = 0
+    #: Markers found on more than one note, both CRMs (read from the emulators).
+    duplicate_notes: int = 0
     total_seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The one JSON object of ``dealcoach demo --once --json`` (CRM-side counts)."""
+        millis = sorted(seconds * 1000 for seconds in self.stage_change_to_note)
+        return {
+            "deals_synced": {"salesforce": self.opportunities, "hubspot": self.hubspot_deals},
+            "reviews": self.reviews,
+            "notes_written": {
+                "salesforce": self.notes_in_crm,
+                "hubspot": self.hubspot_notes_in_crm,
+            },
+            "stage_changes": self.stage_changes,
+            "stage_change_to_note_ms": {
+                "p50": _percentile(millis, 50),
+                "p95": _percentile(millis, 95),
+            },
+            "duplicate_notes": self.duplicate_notes,
+        }
+
+
+def _percentile(values: Sequence[float], percent: float) -> float | None:
+    """The nearest-rank percentile of sorted ``values`` (None when empty), rounded to ms."""
+    if not values:
+        return None
+    rank = max(1, math.ceil(percent / 100 * len(values)))
+    return round(values[rank - 1], 1)
 
 
 # ------------------------------------------------------------------ helpers
@@ -300,6 +364,10 @@ class _Crm:
 
     def coaching_notes(self, opportunities: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """Opportunity id -> the number of dealcoach notes linked to it (marker in the title)."""
+        return {key: len(titles) for key, titles in self.note_titles(opportunities).items()}
+
+    def note_titles(self, opportunities: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+        """Opportunity id -> the titles of the dealcoach notes linked to it."""
         links: dict[str, str] = {}
         for opportunity in opportunities:
             related = opportunity.get("ContentDocumentLinks") or {}
@@ -308,19 +376,61 @@ class _Crm:
                 if not _RECORD_ID.fullmatch(note_id):
                     raise DemoError(f"Salesforce returned a malformed record id {note_id!r}")
                 links[note_id] = str(opportunity["Id"])
-        counts = dict.fromkeys((str(o["Id"]) for o in opportunities), 0)
+        titles: dict[str, list[str]] = {str(o["Id"]): [] for o in opportunities}
         ids = sorted(links)
         for start in range(0, len(ids), 200):
             chunk = ", ".join(f"'{note_id}'" for note_id in ids[start : start + 200])
             soql = f"SELECT Id, Title FROM ContentNote WHERE Id IN ({chunk})"  # noqa: S608 - ids checked
             for note in self.query(soql):
-                if _MARKER_PREFIX in str(note.get("Title") or ""):
-                    counts[links[str(note["Id"])]] += 1
-        return counts
+                title = str(note.get("Title") or "")
+                if _MARKER_PREFIX in title:
+                    titles[links[str(note["Id"])]].append(title)
+        return titles
 
     def notes_on(self, opportunity_id: str) -> int:
         found = [o for o in self.opportunities() if o["Id"] == opportunity_id]
         return self.coaching_notes(found).get(opportunity_id, 0)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _HubSpotCrm:
+    """The HubSpot emulator seen from outside: its control API (deals, notes, webhooks)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.client = httpx.Client(base_url=base_url, timeout=15.0, trust_env=False)
+
+    def control(self, method: str, action: str, payload: Any = None, params: Any = None) -> Any:
+        try:
+            response = self.client.request(
+                method, f"/__emulator/{action}", json=payload, params=params
+            )
+        except httpx.HTTPError as exc:
+            raise DemoError(f"the HubSpot emulator did not answer {action} ({exc})") from None
+        if response.status_code != 200:
+            raise DemoError(f"HubSpot emulator: {action} answered {response.status_code}")
+        return response.json()
+
+    def deal(self, deal_id: str) -> dict[str, Any]:
+        return dict(self.control("GET", f"deals/{deal_id}")["properties"])
+
+    def coaching_notes(self, deal_id: str | None = None) -> dict[str, list[str]]:
+        """Deal id -> the markers of the dealcoach notes on it (all deals, or one)."""
+        params = {"deal": deal_id} if deal_id else None
+        found: dict[str, list[str]] = {}
+        for note in self.control("GET", "notes", params=params)["results"]:
+            markers = _HUBSPOT_MARKER.findall(str(note.get("hs_note_body") or ""))
+            if not markers:
+                continue
+            for linked in note["deal_ids"]:
+                if deal_id is None or linked == deal_id:
+                    found.setdefault(str(linked), []).append(markers[-1])
+        return found
+
+    def notes_on(self, deal_id: str) -> int:
+        return len(self.coaching_notes(deal_id).get(deal_id, []))
 
     def close(self) -> None:
         self.client.close()
@@ -341,6 +451,8 @@ class Demo:
         self.echo = echo
         self.report = DemoReport()
         self.emulator: SalesforceEmulator | None = None
+        self.hubspot_emulator: HubSpotEmulator | None = None
+        self.hub: _HubSpotCrm | None = None
         self.service: subprocess.Popen[bytes] | None = None
         self.api: _Api | None = None
         self.crm: _Crm | None = None
@@ -376,10 +488,10 @@ class Demo:
     def close(self) -> None:
         """Stop the service (SIGTERM, then SIGKILL after 30 s) and the emulator; remove a
         temporary data directory. Safe to call twice."""
-        for client in (self.api, self.crm):
+        for client in (self.api, self.crm, self.hub):
             if client is not None:
                 client.close()
-        self.api = self.crm = None
+        self.api = self.crm = self.hub = None
         service, self.service = self.service, None
         try:
             if service is not None and service.poll() is None:
@@ -395,6 +507,9 @@ class Demo:
             emulator, self.emulator = self.emulator, None
             if emulator is not None:
                 emulator.stop()  # saves its state into the data directory
+            hubspot, self.hubspot_emulator = self.hubspot_emulator, None
+            if hubspot is not None:
+                hubspot.stop()  # saves its portal into the data directory
             if self._log is not None:
                 self._log.close()
                 self._log = None
@@ -440,7 +555,7 @@ class Demo:
 
     def step(self, number: int, title: str) -> None:
         self.echo("")
-        self.echo(f"[{number}/6] {title}")
+        self.echo(f"[{number}/{STEPS}] {title}")
 
     # ------------------------------------------------------------ the steps
 
@@ -448,18 +563,21 @@ class Demo:
         """Every step in turn; the report of what was printed."""
         self.say(
             "dealcoach demo: the main job end to end, set-up included, on the embedded "
-            "default, against the Salesforce sandbox (the Salesforce emulator). There is no "
-            "HubSpot sandbox yet: step 6 reviews the HubSpot sample export offline. Everything "
-            "runs on 127.0.0.1, needs no network, and stops at the end.",
+            "default, against both CRM sandboxes: the Salesforce emulator and the HubSpot "
+            "emulator. Everything runs on 127.0.0.1, needs no network, and stops at the end.",
             indent=0,
             hang=0,
         )
         self.start_salesforce()
+        self.start_hubspot()
         self.start_service()
         self.connect()
+        self.connect_hubspot()
         self.sync()
+        self.sync_hubspot()
         self.stage_change()
-        self.hubspot()
+        self.hubspot_stage_change()
+        self.tally()
         self.report.total_seconds = self.elapsed
         return self.report
 
@@ -530,13 +648,16 @@ class Demo:
                 "DEALCOACH_SALESFORCE_LOGIN_URL": emulator.base_url,
                 "DEALCOACH_SALESFORCE_CLIENT_ID": emulator.CLIENT_ID,
                 "DEALCOACH_SALESFORCE_CLIENT_SECRET": emulator.CLIENT_SECRET,
+                "DEALCOACH_HUBSPOT_CLIENT_ID": HubSpotEmulator.CLIENT_ID,
+                "DEALCOACH_HUBSPOT_CLIENT_SECRET": HubSpotEmulator.CLIENT_SECRET,
+                "DEALCOACH_HUBSPOT_OAUTH_URL": self._hubspot_url(),
                 # A proxy of the caller's must not see the local calls.
                 "NO_PROXY": ",".join(filter(None, [local, os.environ.get("NO_PROXY")])),
                 "no_proxy": ",".join(filter(None, [local, os.environ.get("no_proxy")])),
             }
         )
         self._env = env
-        self.step(2, "The service on the embedded default, set-up included")
+        self.step(3, "The service on the embedded default, set-up included")
         self.say("$ dealcoach db upgrade")
         self.say(self._dealcoach("db", "upgrade"), indent=8)
         self._log = self.service_log.open("ab")
@@ -574,7 +695,7 @@ class Demo:
     def connect(self) -> None:
         emulator = self.emulator
         assert emulator is not None
-        self.step(3, "The org connected through the admin API")
+        self.step(4, "Both CRMs connected through the admin API")
         self.say("$ dealcoach apikey create --name demo --scope admin")
         output = self._dealcoach("apikey", "create", "--name", "demo", "--scope", "admin")
         self.api_key = output.strip().splitlines()[-1]
@@ -609,20 +730,24 @@ class Demo:
             "from Salesforce"
         )
 
-    def _writebacks(self) -> list[dict[str, Any]]:
+    def _writebacks(self, connection_id: str | None = None) -> list[dict[str, Any]]:
         assert self.api is not None
         return self.api.all_items(
-            "/api/v1/writebacks", {"connection_id": self.report.connection_id}
+            "/api/v1/writebacks", {"connection_id": connection_id or self.report.connection_id}
         )
 
-    def _wait_for_sync(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _wait_for_sync(
+        self, connection_id: str | None = None, expected: int | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Wait until every opportunity of the org has a review and every write-back is
         written (a sync commits page by page, so ``last_synced_at`` alone does not say it
         is over); the deals and the write-backs."""
         api = self.api
         assert api is not None
         report = self.report
-        connection_path = f"/api/v1/connections/{report.connection_id}"
+        connection_id = connection_id or report.connection_id
+        expected = report.opportunities if expected is None else expected
+        connection_path = f"/api/v1/connections/{connection_id}"
         deadline = self._deadline()
         while True:
             connection = api.call("GET", connection_path)
@@ -630,10 +755,10 @@ class Demo:
                 raise DemoError(
                     f"the connection is {connection['status']}: {connection.get('last_error')}"
                 )
-            deals = api.all_items("/api/v1/deals", {"connection_id": report.connection_id})
+            deals = api.all_items("/api/v1/deals", {"connection_id": connection_id})
             reviewed = sum(1 for d in deals if d["latest_review"] is not None)
-            if reviewed >= report.opportunities:
-                writebacks = self._writebacks()
+            if reviewed >= expected:
+                writebacks = self._writebacks(connection_id)
                 states = Counter(str(w["state"]) for w in writebacks)
                 if states["failed"] or states["dead"]:
                     failed = [w for w in writebacks if w["state"] in ("failed", "dead")]
@@ -645,8 +770,8 @@ class Demo:
             if time.monotonic() > deadline:
                 error = connection["last_error"]
                 raise DemoError(
-                    f"after {self.options.timeout:.0f} s, {reviewed} of {report.opportunities} "
-                    "opportunities are reviewed and not every write-back is written"
+                    f"after {self.options.timeout:.0f} s, {reviewed} of {expected} "
+                    "deals are reviewed and not every write-back is written"
                     + (f" (the connection's last error: {error})" if error else "")
                 )
             time.sleep(_POLL)
@@ -655,7 +780,7 @@ class Demo:
         api, crm, emulator = self.api, self.crm, self.emulator
         assert api is not None and crm is not None and emulator is not None
         report = self.report
-        self.step(4, "First sync: every opportunity reviewed, the coaching written to Salesforce")
+        self.step(5, "First syncs: every deal reviewed, the coaching written to both CRMs")
         emulator.reset_calls()
         started = time.monotonic()
         api.call("POST", f"/api/v1/connections/{report.connection_id}/sync", expect=202)
@@ -769,7 +894,7 @@ class Demo:
         api, crm = self.api, self.crm
         assert api is not None and crm is not None
         report = self.report
-        self.step(5, "A stage change in Salesforce: its Outbound Message, a review, a note")
+        self.step(6, "Stage changes in both CRMs: their webhooks, a review, a note")
         connection = api.call("GET", f"/api/v1/connections/{report.connection_id}")
         outbound_url = str(connection["webhook_urls"]["outbound_message"])
         crm.control("POST", "outbound", {"url": outbound_url})
@@ -819,6 +944,7 @@ class Demo:
         was = f". Its last review: {previous['summary']}" if previous else ""
         started = time.monotonic()
         crm.control("POST", f"records/Opportunity/{deal_id}", {"fields": {"StageName": new}})
+        report.stage_changes += 1
         self.say(
             f'In Salesforce, {report.webhook_owner} moves "{report.webhook_deal_name}" '
             f"from {old} to {new}{was}"
@@ -845,6 +971,7 @@ class Demo:
                     break  # nothing to ask: the service writes no note
             elif crm.notes_on(deal_id) > report.webhook_notes_before:
                 report.webhook_note_seconds = elapsed
+                report.stage_change_to_note.append(elapsed)
                 break
             if time.monotonic() > deadline:
                 if not report.webhook_ack_seconds:
@@ -877,54 +1004,250 @@ class Demo:
             "reviews, so a burst of edits to one deal makes one review."
         )
 
-    def hubspot(self) -> None:
-        from app.coaching.playbook import compile_playbook, load_playbook
-        from app.reviews.offline import ExportError, review_export
+    # ------------------------------------------------------------ HubSpot
 
-        report = self.report
-        samples = self.options.samples_dir
-        self.step(6, "HubSpot, offline: the bundled sample export")
-        self.say(
-            "There is no HubSpot sandbox yet (no HubSpot adapter, webhook endpoint or "
-            "emulator), so the engine reviews the bundled HubSpot export offline, as "
-            "`dealcoach review --provider hubspot --file samples/hubspot_deals.json "
-            "--stages samples/hubspot_pipelines.json "
-            f"--as-of {SAMPLES_AS_OF:%Y-%m-%dT%H:%M:%SZ}` does:"
-        )
-        deals, pipelines = samples / "hubspot_deals.json", samples / "hubspot_pipelines.json"
-        if not deals.is_file():
-            self.say(f"(skipped: {deals} is not here; the samples come with a clone)")
-            return
+    def _hubspot_url(self) -> str:
+        emulator = self.hubspot_emulator
+        return emulator.base_url if emulator is not None else ""
+
+    def start_hubspot(self) -> None:
+        self.step(2, "The HubSpot sandbox: the HubSpot emulator")
+        emulator = HubSpotEmulator(self.data_dir / "hubspot", seed=self.options.seed)
+        self.hubspot_emulator = emulator
         try:
-            result = review_export(
-                "hubspot",
-                deals,
-                compile_playbook(load_playbook("meddpicc")),
-                SAMPLES_AS_OF,
-                pipelines if pipelines.is_file() else None,
+            if not emulator.deal_ids():
+                emulator.seed(self.options.hubspot_deals)
+            base = emulator.start()
+        except (OSError, ValueError) as exc:
+            raise DemoError(f"the HubSpot emulator did not start: {exc}") from None
+        self.hub = _HubSpotCrm(base)
+        state = self.hub.control("GET", "state")
+        report = self.report
+        report.hubspot_url, report.portal_id = base, str(state["portal_id"])
+        report.hubspot_deals = int(state["records"]["deals"])
+        self.say(
+            f"{base}, portal {report.portal_id}: the hubspot-api-client talks to it over "
+            "plain http on 127.0.0.1"
+        )
+        self.say(
+            f"{_n(report.hubspot_deals, 'deal')} in two pipelines (sales and renewals), with "
+            "property history, labelled contacts and activity dates (the same portal every "
+            "time)"
+        )
+
+    def connect_hubspot(self) -> None:
+        emulator, api = self.hubspot_emulator, self.api
+        assert emulator is not None and api is not None
+        access, refresh = emulator.issue_tokens()
+        body = {
+            "provider": "hubspot",
+            "name": "Acme (HubSpot sandbox)",
+            "external_account_id": self.report.portal_id,
+            "instance_url": emulator.base_url,
+            "credentials": {"auth": "oauth", "access_token": access, "refresh_token": refresh},
+            "settings": {"playbook": "meddpicc", "writeback_targets": ["note", "summary_fields"]},
+        }
+        connection = api.call("POST", "/api/v1/connections", expect=201, json=body)
+        self.report.hubspot_connection_id = str(connection["id"])
+        self.say(
+            f"POST /api/v1/connections: HubSpot connection {connection['id']}, "
+            f"{connection['status']}; OAuth tokens from the emulator's app, the portal id as "
+            "external_account_id"
+        )
+        tested = api.call("POST", f"/api/v1/connections/{connection['id']}/test")
+        if not tested.get("ok"):
+            raise DemoError(f"the HubSpot connection test failed: {tested.get('detail')}")
+        self.say(
+            f"POST /api/v1/connections/{{id}}/test: ok, {tested['stages']} stages read "
+            "from HubSpot's pipelines"
+        )
+
+    def sync_hubspot(self) -> None:
+        api, hub, emulator = self.api, self.hub, self.hubspot_emulator
+        assert api is not None and hub is not None and emulator is not None
+        report = self.report
+        connection_id = report.hubspot_connection_id
+        emulator.reset_calls()
+        started = time.monotonic()
+        api.call("POST", f"/api/v1/connections/{connection_id}/sync", expect=202)
+        deals, writebacks = self._wait_for_sync(connection_id, report.hubspot_deals)
+        report.hubspot_sync_seconds = time.monotonic() - started
+        report.hubspot_sync_api_calls = int(hub.control("GET", "calls").get("api", 0))
+        written = Counter(str(w["target"]) for w in writebacks if w["state"] == "written")
+        report.hubspot_notes_written = written["note"]
+        report.hubspot_summaries_written = written["summary_fields"]
+        reviewed = [d for d in deals if d["latest_review"] is not None]
+        report.hubspot_reviewed = len(reviewed)
+        report.hubspot_closed = sum(1 for d in reviewed if d["is_closed"])
+        report.hubspot_bands = dict(
+            Counter(
+                str(d["latest_review"]["health"]["band"]) for d in reviewed if not d["is_closed"]
             )
-        except ExportError as exc:
-            raise DemoError(f"the HubSpot sample could not be reviewed: {exc}") from None
-        report.hubspot_reviewed = len(result.reviews)
-        report.hubspot_closed = sum(1 for r in result.reviews if not r.is_open)
-        report.hubspot_bands = dict(Counter(r.health.band for r in result.reviews if r.is_open))
+        )
+        self.say(
+            f"HubSpot: every deal reviewed and written back in "
+            f"{report.hubspot_sync_seconds:.1f} s: {_n(report.hubspot_notes_written, 'note')} "
+            f"and {_n(report.hubspot_summaries_written, 'summary-property update')} written; "
+            f"{_n(report.hubspot_sync_api_calls, 'HubSpot API call')} in all (searches by "
+            "hs_lastmodifieddate, batch reads with history, labelled contacts and notes in "
+            "batches)"
+        )
         self.say(
             f"{_n(report.hubspot_reviewed, 'deal')} reviewed: "
             f"{_bands_line(report.hubspot_bands, report.hubspot_closed)}"
         )
-        risky = sorted(
-            (r for r in result.reviews if r.is_open and r.prompts),
-            key=lambda r: (r.health.score, -(r.amount or 0.0)),
+        notes = hub.coaching_notes()
+        in_crm = sum(len(markers) for markers in notes.values())
+        self.say(
+            f"In HubSpot (the emulator's notes): {_n(in_crm, 'coaching note')} on "
+            f"{len(notes)} of the {_n(report.hubspot_deals, 'deal')}, each associated with "
+            "its deal (association type 214)"
         )
-        if risky:
-            first = risky[0]
-            self.say(
-                f"The riskiest: {_BAND_TITLE[first.health.band]} {first.health.score}/100: "
-                f"{first.deal_name} ({_money(first.amount, first.currency)}, "
-                f"{first.stage_label})"
+        if in_crm != report.hubspot_notes_written:
+            raise DemoError(
+                f"the service recorded {report.hubspot_notes_written} HubSpot notes written, "
+                f"but the portal holds {in_crm}"
             )
-            self.say(f"- {first.prompts[0].text}", indent=9)
-            self.say(f"why: {first.prompts[0].why}", indent=11)
+
+    def hubspot_stage_change(self) -> None:
+        api, hub = self.api, self.hub
+        assert api is not None and hub is not None
+        report = self.report
+        connection_id = report.hubspot_connection_id
+        connection = api.call("GET", f"/api/v1/connections/{connection_id}")
+        url = str(connection["webhook_urls"]["hubspot"])
+        hub.control("POST", "webhooks", {"url": url, "style": "object"})
+        self.say(
+            "The HubSpot app's webhook subscription (deal stage changes) now posts to the "
+            f"connection's webhook_urls.hubspot: {url}, signed with the app's client secret "
+            "(X-HubSpot-Signature-v3)"
+        )
+        pipeline = next(p for p in DEFAULT_PIPELINES if p.id == "default")
+        order = [stage.id for stage in pipeline.stages if not stage.is_closed]
+        labels = {stage.id: stage.label for stage in pipeline.stages}
+        # The largest open deal past the first stage moves back one stage (a regression
+        # the new review asks about), else any open deal moves on.
+        everyone = api.all_items("/api/v1/deals", {"connection_id": connection_id})
+        everyone.sort(key=lambda d: (-(d["amount"] or 0.0), str(d["deal_id"])))
+        chosen: dict[str, Any] | None = None
+        deal_id = ""
+        for later in (True, False):
+            for item in everyone:
+                properties = hub.deal(str(item["deal_id"]))
+                stage = properties.get("dealstage")
+                if (
+                    properties.get("pipeline") == "default"
+                    and properties.get("hs_is_closed") != "true"
+                    and stage in order
+                    and (order.index(str(stage)) > 0 or not later)
+                ):
+                    chosen, deal_id = properties, str(item["deal_id"])
+                    break
+            if chosen is not None:
+                break
+        if chosen is None:
+            raise DemoError("the portal has no open deal whose stage could change")
+        old = str(chosen["dealstage"])
+        at = order.index(old)
+        new = order[at - 1] if at > 0 else order[at + 1]
+        report.hubspot_deal_id, report.hubspot_deal_name = deal_id, str(chosen["dealname"])
+        report.hubspot_old_stage, report.hubspot_new_stage = labels[old], labels[new]
+        notes_before = hub.notes_on(deal_id)
+        query = {"connection_id": connection_id, "deal_id": deal_id}
+        known = {str(r["id"]) for r in api.all_items("/api/v1/reviews", query)}
+        deliveries = len(hub.control("GET", "deliveries")["results"])
+        started = time.monotonic()
+        hub.control("POST", f"deals/{deal_id}/stage", {"stage": new})
+        report.stage_changes += 1
+        self.say(
+            f'In HubSpot, its owner moves "{report.hubspot_deal_name}" from {labels[old]} to '
+            f"{labels[new]}"
+        )
+        deadline = self._deadline()
+        review: dict[str, Any] | None = None
+        while True:
+            elapsed = time.monotonic() - started
+            if not report.hubspot_webhook_seconds:
+                sent = hub.control("GET", "deliveries")["results"][deliveries:]
+                if any(d["delivered"] for d in sent):
+                    report.hubspot_webhook_seconds = elapsed
+                elif any(not d["delivered"] for d in sent):
+                    raise DemoError("the service did not accept the HubSpot webhook")
+            if review is None:
+                for item in api.all_items("/api/v1/reviews", query):
+                    if str(item["id"]) not in known and item["trigger"] == "webhook":
+                        review = item
+                        report.hubspot_review_seconds = elapsed
+                if review is not None and not any(
+                    p.get("audience") != "rep" for p in review["prompts"]
+                ):
+                    break  # nothing to ask: the service writes no note
+            elif hub.notes_on(deal_id) > notes_before:
+                report.hubspot_note_seconds = elapsed
+                report.stage_change_to_note.append(elapsed)
+                break
+            if time.monotonic() > deadline:
+                if not report.hubspot_webhook_seconds:
+                    missing = "delivered"
+                else:
+                    missing = "reviewed" if review is None else "noted in HubSpot"
+                raise DemoError(
+                    f"the HubSpot stage change was not {missing} within "
+                    f"{self.options.timeout:.0f} s"
+                )
+            time.sleep(_POLL)
+        assert review is not None
+        self.say(
+            f"after {_seconds(report.hubspot_webhook_seconds)}: the service accepted the "
+            "signed webhook (200, stored in its webhook inbox)"
+        )
+        self.say(
+            f"after {_seconds(report.hubspot_review_seconds)}: a new review (trigger webhook, "
+            f"id {review['id']}): {review['summary']}"
+        )
+        if report.hubspot_note_seconds:
+            self.say(
+                f"after {_seconds(report.hubspot_note_seconds)}: its note is on the deal in "
+                f"HubSpot ({_n(hub.notes_on(deal_id), 'coaching note')} there)"
+            )
+        else:
+            self.say("no note: the new review has no question to ask, so nothing is written")
+
+    def tally(self) -> None:
+        """Read both CRMs back: notes per CRM, duplicates; the service's review count."""
+        api, crm, hub = self.api, self.crm, self.hub
+        assert api is not None and crm is not None and hub is not None
+        report = self.report
+        self.step(7, "Read back from both CRMs")
+        titles = crm.note_titles(crm.opportunities())
+        salesforce_markers = [
+            title.rsplit("[", 1)[1].rstrip("]") for found in titles.values() for title in found
+        ]
+        hubspot_markers = [m for found in hub.coaching_notes().values() for m in found]
+        report.notes_in_crm = len(salesforce_markers)
+        report.hubspot_notes_in_crm = len(hubspot_markers)
+        report.duplicate_notes = sum(
+            count - 1 for count in Counter(salesforce_markers + hubspot_markers).values()
+        )
+        report.reviews = sum(
+            len(api.all_items("/api/v1/reviews", {"connection_id": connection}))
+            for connection in (report.connection_id, report.hubspot_connection_id)
+        )
+        # Deals synced: the deals in each CRM (step 5 waited until every one had a review).
+        report.opportunities = len(titles)
+        report.hubspot_deals = len(
+            hub.control("GET", "deals", params={"properties": "dealname"})["results"]
+        )
+        millis = sorted(seconds * 1000 for seconds in report.stage_change_to_note)
+        self.say(
+            f"Salesforce: {_n(report.notes_in_crm, 'coaching note')} on "
+            f"{_n(report.opportunities, 'opportunity', 'opportunities')}; HubSpot: "
+            f"{_n(report.hubspot_notes_in_crm, 'coaching note')} on "
+            f"{_n(report.hubspot_deals, 'deal')}; {_n(report.duplicate_notes, 'duplicate')}; "
+            f"{_n(report.reviews, 'review')} in the service; {report.stage_changes} stage "
+            f"changes, note after p50 {_percentile(millis, 50)} ms, p95 "
+            f"{_percentile(millis, 95)} ms"
+        )
 
     def where_next(self, keep_running: bool) -> None:
         report = self.report
@@ -945,19 +1268,23 @@ class Demo:
                 f"move a deal:   curl --cacert {cert} -H 'Content-Type: application/json' \\",
                 """                 -d '{"fields": {"StageName": "Negotiation/Review"}}' \\""",
                 f"                 {report.emulator_url}/__emulator/records/Opportunity/{deal}",
+                f"HubSpot:       curl {report.hubspot_url}/__emulator/state",
+                f"               curl '{report.hubspot_url}/__emulator/notes?deal="
+                f"{report.hubspot_deal_id or '<deal id>'}'",
                 f"service log:   {self.service_log}",
             ):
                 self.echo("      " + line)
         else:
             self.say(
-                "`dealcoach demo --keep-running` leaves the service and the emulator running "
+                "`dealcoach demo --keep-running` leaves the service and the emulators running "
                 "until Ctrl-C and prints the admin key: then open the OpenAPI page "
                 "(<service>/docs, Authorize with the key) or "
                 '`curl -H "Authorization: Bearer <key>" <service>/api/v1/deals`.'
             )
         self.say(
-            "docs/demo.md (this demo), docs/api.md (the API), docs/salesforce.md (connecting "
-            "a real org), docs/deploy.md (running it for real)"
+            "docs/demo.md (this demo), docs/api.md (the API), docs/salesforce.md and "
+            "docs/hubspot.md (connecting a real org or portal), docs/deploy.md (running it for "
+            "real)"
         )
 
 
@@ -995,7 +1322,7 @@ def run_demo(options: DemoOptions, echo: Echo, *, keep_running: bool = False) ->
                     f"({Path(where.filename).name}:{where.lineno})"
                 ) from exc
             echo("")
-            echo("Stopping the service (SIGTERM) and the Salesforce emulator ...")
+            echo("Stopping the service (SIGTERM) and both emulators ...")
     except DemoError as exc:
         message = str(exc)
         if tail:

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.connections.models import Provider as ProviderKind
 from integrations.base import ConnectionContext, CrmProvider, WebhookParser
 from integrations.fake import FakeProvider, parse_fake_webhook
+from integrations.hubspot.adapter import HubSpotProvider
 from integrations.salesforce.adapter import SalesforceProvider
 from integrations.salesforce.webhooks import parse_outbound_message, parse_signed_json
 
@@ -40,6 +41,7 @@ class ProviderFactory(Protocol):
 PROVIDERS: dict[ProviderKind, ProviderFactory] = {
     ProviderKind.FAKE: FakeProvider,
     ProviderKind.SALESFORCE: SalesforceProvider,
+    ProviderKind.HUBSPOT: HubSpotProvider,
 }
 
 #: The webhook parsers that exist, by kind.
