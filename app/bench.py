@@ -206,7 +206,29 @@ def _salesforce_rows(sf: dict[str, Any]) -> list[str]:
     return lines
 
 
-_TABLES = {"engine": _engine_rows, "salesforce": _salesforce_rows}
+def _hubspot_rows(hs: dict[str, Any]) -> list[str]:
+    return [
+        f"| first sync of {hs['deals']:,} deals (history, labelled contacts and their names) "
+        f"| **{hs['pull_calls']} calls**: {hs['pull_searches']} searches, "
+        f"{hs['pull_batch_reads']} batch reads, {hs['pull_association_reads']} association "
+        f"reads, {hs['pull_contact_reads']} contact reads, {hs['pull_seconds']} s |",
+        f"| minimum ceil(N/200) + 2 ceil(N/100) + 2 | {hs['pull_minimum_calls']} (ratio "
+        f"{hs['pull_ratio_to_minimum']}; without contact names "
+        f"{hs['pull_without_names_calls']} calls, ratio {hs['pull_without_names_ratio']}) |",
+        f"| calls per 1,000 deals | {hs['pull_calls_per_1000_deals']} |",
+        f"| {hs['notes']:,} notes (batch create, association checked once) | "
+        f"**{hs['write_calls']} calls** (bound ceil(N/100)+1 = {hs['write_bound_calls']}), "
+        f"{hs['write_seconds']} s |",
+        f"| {hs['summary_updates']:,} summary-property updates | **{hs['summary_calls']} calls** "
+        f"(bound ceil(N/100) = {hs['summary_bound_calls']}) |",
+        f"| sustained sync + write-back, {hs['sustained_threads']} threads, "
+        f"{hs['sustained_seconds']} s, limit {hs['ten_second_limit']} per 10 s, share "
+        f"{hs['rate_limit_share']} | **{hs['rate_limit_utilisation']:.1%}** of the limit used "
+        f"(peak {hs['peak_10s_calls']} calls in 10 s), **{hs['http_429']} HTTP 429** |",
+    ]
+
+
+_TABLES = {"engine": _engine_rows, "salesforce": _salesforce_rows, "hubspot": _hubspot_rows}
 
 
 def write_results(figures: dict[str, Any], results: Path, markdown: Path) -> None:

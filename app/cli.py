@@ -502,9 +502,16 @@ def agenda(
     default=False,
     help="Also measure the Salesforce connector's API calls against the emulator.",
 )
-def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool) -> None:
+@click.option(
+    "--hubspot/--no-hubspot",
+    default=False,
+    help="Also measure the HubSpot connector's API calls and rate-limit use against the emulator.",
+)
+def bench(
+    deals: int, seed: int, results: Path, markdown: Path, salesforce: bool, hubspot: bool
+) -> None:
     """Benchmark the engine on generated deals (one core), and optionally the Salesforce
-    connector against its emulator; record the figures."""
+    and HubSpot connectors against their emulators; record the figures."""
     from app.bench import run_engine_bench, write_results
 
     figures = run_engine_bench(deals, seed)
@@ -512,6 +519,10 @@ def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool
         from integrations.salesforce.bench import run_salesforce_bench
 
         figures.update(run_salesforce_bench())
+    if hubspot:
+        from integrations.hubspot.bench import run_hubspot_bench
+
+        figures.update(run_hubspot_bench())
     write_results(figures, results, markdown)
     click.echo(json.dumps(figures, indent=2))
 

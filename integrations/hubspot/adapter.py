@@ -64,9 +64,10 @@ Rate limits
     (:mod:`app.ratelimit`, keyed by portal, so every process and thread shares it):
     calls are paced evenly at ``share`` (setting ``rate_limit_share``, 0.9) of the
     portal's 10-second allowance (setting ``rate_limit_per_10s``, 100: a private app
-    on a Starter portal; OAuth apps get 110), one call per ``10 / (limit x share)``
-    seconds, so no rolling 10 s can exceed it (:class:`RateBudget`); searches also
-    take a slot of their own limit (one every 1/3 s; HubSpot allows 5 a second).
+    on a Starter portal; OAuth apps get 110), a few calls per short window
+    (:class:`RateBudget`), so no rolling 10 s can exceed it; searches take a
+    slot of their own limit instead (one every 1/3 s; HubSpot allows 5 a second and
+    sends no 10-second headers on them).
     A 429 waits its ``Retry-After`` in place when that is at most
     :data:`INLINE_WAIT_LIMIT` seconds and the call is retried (at most
     :data:`MAX_ATTEMPTS` attempts, POSTs included: urllib3 does not retry them);
@@ -206,6 +207,7 @@ _CORE_PROPERTIES: Final = (
     "notes_last_updated",
     "notes_next_activity_date",
     "num_associated_contacts",
+    "hs_v2_date_entered_current_stage",
 )
 _ALWAYS: Final = frozenset({"dealname", "dealstage", "pipeline", "createdate"})
 _PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
@@ -373,12 +375,12 @@ def _ca_bundle(settings: Mapping[str, Any], service_default: Path | None) -> str
 class RateBudget:
     """The share of the portal's limits this service uses, and what it has spent.
 
-    Calls are paced one per ``interval`` seconds (a window of one call each): any
-    rolling 10 s then spans at most ``10 / interval + 1`` windows, i.e. ``share`` of
-    the limit plus one call, which stays under the limit even with a few milliseconds
-    of network jitter (whole-second windows would allow an extra second's worth at
-    each edge). Searches are paced one per :data:`SEARCH_INTERVAL` (3 a second: any
-    rolling second spans at most 4-5 such windows, under HubSpot's 5)."""
+    Calls are paced ``burst`` per window of ``interval`` seconds: any rolling 10 s then
+    spans at most ``10 / interval + 1`` windows, i.e. ``calls_per_10s`` (``share`` of the
+    limit) plus one window, and one more window of network jitter still stays under the
+    limit (whole-second windows of ``limit/10`` would allow a second's worth extra at
+    each edge). A burst of a few calls per window keeps a window from going unused when
+    the next call is a few milliseconds late (two worker threads, a slow answer)."""
 
     limit_per_10s: int = 100
     share: float = 0.9
@@ -392,8 +394,13 @@ class RateBudget:
         return max(1, min(math.floor(self.limit_per_10s * self.share), self.limit_per_10s - 2))
 
     @property
+    def burst(self) -> int:
+        """Calls per window: up to 3, while two extra windows still fit under the limit."""
+        return max(1, min(3, (self.limit_per_10s - self.calls_per_10s) // 2))
+
+    @property
     def interval(self) -> float:
-        return 10.0 / self.calls_per_10s
+        return 10.0 * self.burst / self.calls_per_10s
 
 
 #: Seconds between two searches (HubSpot allows 5 a second per portal).
@@ -409,9 +416,10 @@ class _Limiter:
         self._acquire = acquire
 
     def take(self, search: bool) -> None:
-        if search:
+        if search:  # searches have their own limit, outside the 10-second one
             self._wait(f"{self._key}:search", 1, SEARCH_INTERVAL)
-        self._wait(self._key, 1, self._budget.interval)
+        else:
+            self._wait(self._key, self._budget.burst, self._budget.interval)
 
     def _wait(self, key: str, limit: int, per: float) -> None:
         deadline = time.monotonic() + 120.0
@@ -653,9 +661,14 @@ def build_snapshot(
         replace(c, name=names.get(c.id), is_primary=c.id in primary) for c in snapshot.contacts
     )
     props = record.get("properties")
-    stamp = props.get("hs_lastmodifieddate") if isinstance(props, Mapping) else None
+    props = props if isinstance(props, Mapping) else {}
+    stamp = props.get("hs_lastmodifieddate")
+    entered = snapshot.stage_entered_at or _parse_stamp(
+        props.get("hs_v2_date_entered_current_stage")
+    )
     return replace(
         snapshot,
+        stage_entered_at=entered,
         contacts=contacts,
         modified_at=_parse_stamp(stamp) or _parse_stamp(record.get("updatedAt")),
         last_activity_at=last_activity(record, snapshot.last_activity_at),
@@ -721,7 +734,12 @@ class HubSpotProvider:
         auth = self._credentials.get("auth")
         if auth not in (None, "private_app", "oauth"):
             self._auth_problem = AuthError("HubSpot credentials: auth must be private_app or oauth")
-        self._oauth = auth == "oauth"
+        # OAuth: said so, or tokens obtained elsewhere with a refresh token (a private
+        # app's token has none).
+        refresh = self._credentials.get("refresh_token")
+        self._oauth = auth == "oauth" or (
+            auth is None and isinstance(refresh, str) and bool(refresh)
+        )
         options = context.settings
         self._page_size = _int_setting(options, "page_size", SEARCH_LIMIT, 1, SEARCH_LIMIT)
         self._overlap = timedelta(
@@ -743,7 +761,6 @@ class HubSpotProvider:
         self._limiter = _Limiter(f"hubspot:{portal}", self.budget, acquire or _default_acquire)
         self._ca_bundle = _ca_bundle(options, self._settings().crm_ca_bundle)
         self._lock = threading.RLock()
-        self._local = threading.local()
         self._api: _Api | None = None
         self._properties: dict[str, Mapping[str, Any]] | None = None
         self._pipelines: dict[str, StageCatalogue] | None = None
@@ -772,6 +789,10 @@ class HubSpotProvider:
         with self._lock:
             if self._auth_problem is not None:
                 raise self._auth_problem
+            if self._oauth:  # checked before every call: a long sync outlives a token
+                expires = _parse_stamp(self._credentials.get("expires_at"))
+                if expires is not None and self._clock() >= expires - EXPIRY_MARGIN:
+                    raise AuthError("HubSpot access token expired", refreshable=self._can_refresh())
             if self._api is not None:
                 return self._api
             token = self._credentials.get("access_token")
@@ -779,10 +800,6 @@ class HubSpotProvider:
                 raise AuthError(
                     "HubSpot credentials have no access token", refreshable=self._can_refresh()
                 )
-            if self._oauth:
-                expires = _parse_stamp(self._credentials.get("expires_at"))
-                if expires is not None and self._clock() >= expires - EXPIRY_MARGIN:
-                    raise AuthError("HubSpot access token expired", refreshable=self._can_refresh())
             self._api = _Api(self._host(), token, self._ca_bundle)
             return self._api
 
@@ -807,7 +824,10 @@ class HubSpotProvider:
                 response = work(api.client)
             except _API_EXCEPTIONS as exc:
                 error = self._translate(what, exc)
-                wait = self._retry_wait(error, attempt)
+                # A create answered 5xx may have been applied: the service looks its
+                # marker up before writing again. A 429 was refused before any work.
+                replayable = idempotent or isinstance(error, RateLimitedError)
+                wait = self._retry_wait(error, attempt) if replayable else None
                 if wait is None:
                     raise error from None
                 time.sleep(wait)
@@ -980,12 +1000,17 @@ class HubSpotProvider:
         return payload
 
     def _changed_pages(self, cursor: _Cursor, *, incremental: bool) -> Iterator[DealPage]:
+        """Search pages in, deal pages out: new deals are read in chunks of
+        ``min(100, page_size)`` (a search page's leftover waits for the next search page,
+        so batch reads stay full), one :class:`DealPage` per chunk. The watermark only
+        ever covers deals already handed over."""
         since = cursor.since(self._overlap)
         query_from, offset = since, 0
-        returned: set[str] = set()  # versions returned by this run (never pruned)
+        returned: set[str] = set()  # versions found by this run (never pruned)
+        pending: list[tuple[str, str, datetime]] = []
+        chunk = min(BATCH_LIMIT, self._page_size)
         while True:
             payload = self._search(query_from, offset)
-            fresh: list[tuple[str, str, datetime]] = []
             last_stamp: datetime | None = None
             for item in payload["results"]:
                 deal_id = item.get("id") if isinstance(item, Mapping) else None
@@ -1003,19 +1028,26 @@ class HubSpotProvider:
                 if digest in cursor.seen or digest in returned:
                     continue
                 returned.add(digest)
-                fresh.append((str(deal_id), digest, stamp))
-            deals = self._read_deals([deal_id for deal_id, _, _ in fresh]) if fresh else {}
-            for _, digest, stamp in fresh:
-                cursor.add(digest, stamp)
-            snapshots = tuple(deals[deal_id] for deal_id, _, _ in fresh if deal_id in deals)
+                pending.append((str(deal_id), digest, stamp))
             paging = payload.get("paging")
             more = isinstance(paging, Mapping) and isinstance(paging.get("next"), Mapping)
-            if snapshots or not more:
-                deleted = () if more or not incremental else self._deleted(cursor, since)
-                if snapshots or deleted or not more:
-                    yield DealPage(snapshots, cursor.encode(self._overlap), deleted)
-            if not more or last_stamp is None:
+            more = more and last_stamp is not None
+            while len(pending) >= chunk or (pending and not more):
+                part, pending = pending[:chunk], pending[chunk:]
+                deals = self._read_deals([deal_id for deal_id, _, _ in part])
+                for _, digest, stamp in part:
+                    cursor.add(digest, stamp)
+                final = not more and not pending
+                deleted = self._deleted(cursor, since) if final and incremental else ()
+                snapshots = tuple(deals[deal_id] for deal_id, _, _ in part if deal_id in deals)
+                yield DealPage(snapshots, cursor.encode(self._overlap), deleted)
+                if final:
+                    return
+            if not more:
+                deleted = self._deleted(cursor, since) if incremental else ()
+                yield DealPage((), cursor.encode(self._overlap), deleted)
                 return
+            assert last_stamp is not None
             if query_from is None or last_stamp > query_from:
                 query_from, offset = last_stamp, 0  # keyset: restart from the newest stamp
             else:

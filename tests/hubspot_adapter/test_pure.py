@@ -99,6 +99,11 @@ def test_a_batch_read_record_with_labelled_contacts_becomes_a_snapshot() -> None
     assert by_id["501"].is_primary and by_id["501"].name == "Ada Lovelace"
     assert not by_id["502"].is_primary and by_id["502"].name is None
     assert snapshot.modified_at == datetime(2026, 9, 20, 10, 0, 0, 123000, tzinfo=UTC)
+    assert snapshot.stage_entered_at is None
+    current = json.loads(json.dumps(RECORD))
+    current["properties"]["hs_v2_date_entered_current_stage"] = "2026-09-05T09:00:00.000Z"
+    entered = hs.build_snapshot(current, [], {}, PIPELINES).stage_entered_at
+    assert entered == datetime(2026, 9, 5, 9, 0, tzinfo=UTC)
 
 
 def test_our_own_note_does_not_move_the_last_activity() -> None:
@@ -175,9 +180,9 @@ def test_the_rate_budget_keeps_every_rolling_ten_seconds_under_the_limit() -> No
     for limit in (100, 110, 150, 190):
         for share in (0.5, 0.9, 1.0):
             budget = RateBudget(limit_per_10s=limit, share=share)
-            # A rolling 10 s (plus 50 ms of jitter) spans this many one-call windows.
-            worst = math.ceil(10.05 / budget.interval) + 1
-            assert worst <= limit
+            # A rolling 10 s (plus 50 ms of jitter) spans this many windows of `burst` calls.
+            worst = (math.ceil(10.05 / budget.interval) + 1) * budget.burst
+            assert worst <= limit, (limit, share)
             assert budget.calls_per_10s <= limit * share
     assert RateBudget(100, 0.9).calls_per_10s == 90
 
