@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
-        description="The external base URL of the service (webhook URLs, OAuth callbacks).",
+        description="The external base URL of the service (webhook URLs, OAuth callbacks). "
+        "When set, HubSpot signatures are checked over this URL + the path and query as "
+        "received (set it behind a proxy); unset, over the URL of the request itself.",
     )
     sandbox: bool = Field(
         default=False,

@@ -137,9 +137,16 @@ def _hubspot_id(value: str | None, field: str) -> str:
 
 
 def _hubspot_caller(
-    runtime: Runtime, session: Session, request: Request, body: bytes, deal_id: str
+    runtime: Runtime,
+    session: Session,
+    request: Request,
+    body: bytes,
+    deal_id: str,
+    *,
+    need_user: bool,
 ) -> CardCaller:
-    """Verify a ``hubspot.fetch`` request; its portal's connection and its user."""
+    """Verify a ``hubspot.fetch`` request; its portal's connection and its user
+    (``userId``: required when ``need_user``, else optional)."""
     portal = request.query_params.get("portalId")
     # Only digits reach the database; a request without them is not HubSpot's (401).
     if portal is None or not portal.isascii() or not portal.isdigit() or len(portal) > 20:
@@ -157,7 +164,8 @@ def _hubspot_caller(
         if connections:
             raise Problem(401, "HubSpot signature: not signed with this portal's app secret")
         raise Problem(404, "no connection for this HubSpot account")
-    user = _hubspot_id(request.query_params.get("userId"), "userId")
+    raw_user = request.query_params.get("userId")
+    user = _hubspot_id(raw_user, "userId") if raw_user is not None or need_user else None
     _hubspot_id(deal_id, "deal_id")
     return CardCaller(verified.connections[0].id, user)
 
@@ -344,12 +352,13 @@ async def salesforce_feedback(
 async def hubspot_review(deal_id: str, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """The latest review of a deal of the signed request's portal."""
 
+    body = await read_body(request, MAX_FEEDBACK_BODY)  # empty from hubspot.fetch
+
     def work() -> dict[str, Any]:
         with runtime.sessions() as session:
-            caller = _hubspot_caller(runtime, session, request, b"", deal_id)
+            caller = _hubspot_caller(runtime, session, request, body, deal_id, need_user=False)
             return review_view(runtime, session, caller, deal_id)
 
-    await read_body(request, MAX_FEEDBACK_BODY)  # a GET has no body; refuse a large one
     return await run_in_threadpool(work)
 
 
@@ -361,7 +370,7 @@ async def hubspot_feedback(deal_id: str, request: Request, runtime: RuntimeDep) 
 
     def work() -> dict[str, Any]:
         with runtime.sessions() as session:
-            caller = _hubspot_caller(runtime, session, request, body, deal_id)
+            caller = _hubspot_caller(runtime, session, request, body, deal_id, need_user=True)
             return record_feedback(session, caller, deal_id, _feedback_body(body))
 
     return await run_in_threadpool(work)

@@ -102,8 +102,27 @@ def _admin_verdicts(
     return out
 
 
+def _any_feedback(session: Session, connection_id: str) -> bool:
+    """Whether the connection has any verdict at all (most reviews meet none: two cheap
+    queries instead of four)."""
+    card = session.scalar(
+        select(CardFeedback.id).where(CardFeedback.connection_id == connection_id).limit(1)
+    )
+    if card is not None:
+        return True
+    admin = session.scalar(
+        select(PromptFeedback.id)
+        .join(Review, Review.id == PromptFeedback.review_id)
+        .where(Review.connection_id == connection_id)
+        .limit(1)
+    )
+    return admin is not None
+
+
 def deal_filter(session: Session, connection_id: str, deal_id: str) -> FeedbackFilter:
     """The feedback that applies to one deal of one connection."""
+    if not _any_feedback(session, connection_id):
+        return FeedbackFilter()
     latest: dict[str, tuple[datetime, Verdict]] = {}
 
     def see(prompt_id: str, verdict: Verdict, at: datetime) -> None:

@@ -93,7 +93,6 @@ class Verified:
     """Which connections the verified request may speak for."""
 
     connections: tuple[Connection, ...]
-    by_deployment_secret: bool
 
 
 def _safe_secret(read: Any, box: SecretBox, connection: Connection) -> str | None:
@@ -152,6 +151,7 @@ def verify_hubspot(
             method=method, uri=url, body=body, headers=headers, secrets=candidates, now=utcnow()
         )
     except SignatureError as exc:
+        logger.info("HubSpot request to %s refused: %s", url.split("?", 1)[0], exc)
         raise Problem(401, f"HubSpot signature: {exc}") from None
     matched = candidates[index].encode()
     allowed = tuple(
@@ -159,8 +159,7 @@ def verify_hubspot(
         for c in connections
         if any(hmac.compare_digest(matched, s.encode()) for s in accepted[c.id])
     )
-    by_deployment = bool(deployment) and hmac.compare_digest(matched, (deployment or "").encode())
-    return Verified(allowed, by_deployment)
+    return Verified(allowed)
 
 
 # ---------------------------------------------------------------- the webhook

@@ -26,17 +26,25 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from integrations.base import WebhookEvent, WebhookRejected
 
-__all__ = ["DEAL_OBJECT_TYPE", "MAX_EVENTS", "PortalEvent", "event_identity", "parse_batch"]
+__all__ = [
+    "DEAL_OBJECT_TYPE",
+    "MAX_EVENTS",
+    "PortalEvent",
+    "event_identity",
+    "parse_batch",
+    "portal_ids",
+]
 
 #: HubSpot's object type id of deals (generic ``object.*`` subscriptions).
 DEAL_OBJECT_TYPE: Final = "0-3"
 #: HubSpot sends at most 100 events per request; more than this is not HubSpot.
 MAX_EVENTS: Final = 1000
 _STAGE_PROPERTY: Final = "dealstage"
+Kind = Literal["stage_change", "created", "ignored"]
 _MAX_ID_DIGITS: Final = 20
 _MAX_TEXT: Final = 1000
 
@@ -83,7 +91,7 @@ def event_identity(item: dict[str, Any], portal: str) -> str:
     return hashlib.sha256(json.dumps(["hubspot", *parts]).encode()).hexdigest()
 
 
-def _kind(item: dict[str, Any]) -> str:
+def _kind(item: dict[str, Any]) -> Kind:
     subscription = item.get("subscriptionType")
     prop = item.get("propertyName")
     if subscription == "deal.propertyChange":
@@ -135,12 +143,12 @@ def parse_batch(body: bytes) -> list[PortalEvent]:
                 "each event needs a numeric portalId and a subscriptionType", status=400
             )
         object_id = _digits(item.get("objectId"))
-        kind = _kind(item) if object_id is not None else "ignored"
+        kind: Kind = _kind(item) if object_id is not None else "ignored"
         detail = json.dumps(item, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         event = WebhookEvent(
             identity=event_identity(item, portal),
             deal_id=object_id or "",
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             occurred_at=_occurred(item.get("occurredAt")),
             detail=detail,
         )

@@ -8,7 +8,13 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.feedback.models import CardFeedback
-from tests.hubspot_webhooks.conftest import OTHER_PORTAL, add_hubspot_connection, now_ms
+from tests.hubspot_webhooks.conftest import (
+    CLIENT_SECRET,
+    OTHER_PORTAL,
+    add_hubspot_connection,
+    now_ms,
+    signed,
+)
 from tests.pipeline.conftest import Service, sample_deal
 
 from .conftest import CARD_HEADER, HS_DEAL, HubSpotCard, create_card_key, review
@@ -102,3 +108,16 @@ def test_bad_feedback_is_refused_clearly(hs_card: HubSpotCard) -> None:
     ]
     for response, expected in cases:
         assert response.status_code == expected, response.text
+
+
+def test_without_a_user_the_review_is_shown_and_feedback_is_refused(hs_card: HubSpotCard) -> None:
+    anonymous = hs_card.get(url=hs_card.url().replace("&userId=777", ""))
+    assert anonymous.status_code == 200, anonymous.text
+    prompt = anonymous.json()["manager"][0]["id"]
+    body = json.dumps({"prompt_id": prompt, "verdict": "noise"}).encode()
+    target = hs_card.url(what="feedback").replace("&userId=777", "")
+    response = hs_card.service.client.post(
+        target, content=body, headers=signed(CLIENT_SECRET, "POST", target, body)
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "userId"
