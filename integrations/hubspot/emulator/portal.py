@@ -642,6 +642,9 @@ class Portal:
                 }
                 for p in self.custom_properties
             ],
+            "contact_labels": [
+                t.label for t in self.extra_association_types if t.from_type == "deals"
+            ],
         }
 
     def load(self, data: Mapping[str, Any]) -> None:
@@ -664,6 +667,9 @@ class Portal:
             )
             for p in data["custom_properties"]
         ]
+        self.extra_association_types = []
+        for label in data.get("contact_labels", []):
+            self.add_contact_label(str(label))
         self.refresh_schema()
 
 
