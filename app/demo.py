@@ -81,6 +81,7 @@ __all__ = [
 
 DEFAULT_OPPORTUNITIES = 40
 DEFAULT_HUBSPOT_DEALS = 18
+DEFAULT_STAGE_CHANGES = 3
 DEFAULT_SEED = 7
 #: The bundled samples were written for a review at this moment.
 SAMPLES_AS_OF = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -110,6 +111,8 @@ class DemoError(Exception):
 class DemoOptions:
     opportunities: int = DEFAULT_OPPORTUNITIES
     hubspot_deals: int = DEFAULT_HUBSPOT_DEALS
+    #: Stage changes per CRM: the first shown step by step, the others made at once.
+    stage_changes: int = DEFAULT_STAGE_CHANGES
     seed: int = DEFAULT_SEED
     #: Where the databases, the emulator's state and the logs go. None: a temporary
     #: directory, removed at the end; a given directory is kept.
@@ -577,6 +580,7 @@ class Demo:
         self.sync_hubspot()
         self.stage_change()
         self.hubspot_stage_change()
+        self.more_stage_changes()
         self.tally()
         self.report.total_seconds = self.elapsed
         return self.report
@@ -1212,6 +1216,106 @@ class Demo:
             )
         else:
             self.say("no note: the new review has no question to ask, so nothing is written")
+
+    def more_stage_changes(self) -> None:
+        """The other stage changes of ``--stage-changes``, made at once in both CRMs: open
+        deals past their first stage move back one (a regression, which the new review
+        asks about); each is timed from its move to its note in the CRM."""
+        extra = self.options.stage_changes - 1
+        api, crm, hub = self.api, self.crm, self.hub
+        if extra <= 0:
+            return
+        assert api is not None and crm is not None and hub is not None
+        report = self.report
+        salesforce_order = [stage.api_name for stage in DEFAULT_STAGES if not stage.is_closed]
+        hubspot_pipeline = next(p for p in DEFAULT_PIPELINES if p.id == "default")
+        hubspot_order = [stage.id for stage in hubspot_pipeline.stages if not stage.is_closed]
+        moves: list[tuple[str, str, str, str]] = []  # (crm, connection id, deal id, new stage)
+        opportunities = sorted(crm.opportunities(), key=lambda o: str(o["Id"]))
+        for opportunity in opportunities:
+            stage = str(opportunity["StageName"])
+            deal_id = str(opportunity["Id"])
+            if len([m for m in moves if m[0] == "salesforce"]) == extra:
+                break
+            if (
+                not opportunity["IsClosed"]
+                and stage in salesforce_order[1:]
+                and deal_id != report.webhook_deal_id
+            ):
+                new = salesforce_order[salesforce_order.index(stage) - 1]
+                moves.append(("salesforce", report.connection_id, deal_id, new))
+        properties = "dealstage,pipeline,hs_is_closed"
+        deals = hub.control("GET", "deals", params={"properties": properties})["results"]
+        for deal in sorted(deals, key=lambda d: int(d["id"])):
+            values = deal["properties"]
+            if len([m for m in moves if m[0] == "hubspot"]) == extra:
+                break
+            if (
+                values.get("pipeline") == "default"
+                and values.get("hs_is_closed") != "true"
+                and values.get("dealstage") in hubspot_order[1:]
+                and deal["id"] != report.hubspot_deal_id
+            ):
+                new = hubspot_order[hubspot_order.index(str(values["dealstage"])) - 1]
+                moves.append(("hubspot", report.hubspot_connection_id, str(deal["id"]), new))
+        if not moves:
+            return
+
+        def notes_on(kind: str, deal_id: str) -> int:
+            return crm.notes_on(deal_id) if kind == "salesforce" else hub.notes_on(deal_id)
+
+        def reviews_of(connection_id: str, deal_id: str) -> list[dict[str, Any]]:
+            query = {"connection_id": connection_id, "deal_id": deal_id}
+            return api.all_items("/api/v1/reviews", query)
+
+        before = {m[2]: notes_on(m[0], m[2]) for m in moves}
+        known = {m[2]: {str(r["id"]) for r in reviews_of(m[1], m[2])} for m in moves}
+        moved_at: dict[str, float] = {}
+        for kind, _, deal_id, new in moves:
+            if kind == "salesforce":
+                path = f"records/Opportunity/{deal_id}"
+                crm.control("POST", path, {"fields": {"StageName": new}})
+            else:
+                hub.control("POST", f"deals/{deal_id}/stage", {"stage": new})
+            moved_at[deal_id] = time.monotonic()
+            report.stage_changes += 1
+        pending = {m[2]: m for m in moves}
+        reviewed: set[str] = set()
+        timings: list[float] = []
+        deadline = self._deadline()
+        while pending:
+            for deal_id, (kind, connection_id, _, _) in list(pending.items()):
+                if deal_id not in reviewed:
+                    fresh = [
+                        r
+                        for r in reviews_of(connection_id, deal_id)
+                        if str(r["id"]) not in known[deal_id] and r["trigger"] == "webhook"
+                    ]
+                    if not fresh:
+                        continue
+                    reviewed.add(deal_id)
+                    if not any(p.get("audience") != "rep" for p in fresh[-1]["prompts"]):
+                        del pending[deal_id]  # nothing to ask: no note
+                        continue
+                if notes_on(kind, deal_id) > before[deal_id]:
+                    elapsed = time.monotonic() - moved_at[deal_id]
+                    timings.append(elapsed)
+                    report.stage_change_to_note.append(elapsed)
+                    del pending[deal_id]
+            if pending and time.monotonic() > deadline:
+                raise DemoError(
+                    f"{len(pending)} of {len(moves)} stage changes made at once were not "
+                    f"reviewed and noted within {self.options.timeout:.0f} s"
+                )
+            if pending:
+                time.sleep(_POLL)
+        shown = ", ".join(f"{seconds:.1f}" for seconds in sorted(timings)) or "none"
+        count = Counter(kind for kind, *_ in moves)
+        self.say(
+            f"{_n(len(moves), 'more stage change')} at once ({count['salesforce']} in "
+            f"Salesforce, {count['hubspot']} in HubSpot, deals moved back one stage): every "
+            f"one reviewed from its webhook; notes in the CRMs after {shown} s"
+        )
 
     def tally(self) -> None:
         """Read both CRMs back: notes per CRM, duplicates; the service's review count."""
