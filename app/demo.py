@@ -1,31 +1,32 @@
 """``dealcoach demo``: the main job end to end, set-up included, on the embedded default.
 
-What runs (everything on 127.0.0.1, no network needed, all stopped at the end):
+What runs (everything on 127.0.0.1, no network needed, all stopped at the end), in the
+seven printed steps:
 
 1. The Salesforce sandbox: the Salesforce emulator
    (:class:`integrations.salesforce.emulator.SalesforceEmulator`) over TLS with its own
    self-signed CA, seeded with a realistic org (``--opportunities``, deterministic for
    ``--seed``).
-2. The service as it ships: ``dealcoach db upgrade``, then ``dealcoach serve`` (a
-   separate process: SQLite database and SQLite task queue in the demo's data
-   directory, worker threads inside ``serve``) in sandbox mode, trusting the emulator's
-   CA (``DEALCOACH_CRM_CA_BUNDLE``) and using it as the Salesforce login URL and OAuth
-   app.
-3. ``dealcoach apikey create --scope admin``, then ``POST /api/v1/connections``: a
-   Salesforce connection to the emulator's org with OAuth tokens the emulator issued,
-   writing back notes and summary fields.
-4. ``POST /api/v1/connections/{id}/sync``; waits until every deal is reviewed and every
-   write-back is written, then prints the pipeline from the API and counts the
-   coaching notes on the opportunities from the CRM side (SOQL through the emulator's
-   REST API, as a sales rep).
-5. Points the org's Outbound Message at the connection's ``webhook_urls.outbound_message``,
-   moves one opportunity to its next stage (back one from the last) as its owner would
-   in Salesforce, and measures the seconds until the service's new review and its note
-   exist.
-6. The HubSpot sandbox the same way: the HubSpot emulator
+2. The HubSpot sandbox: the HubSpot emulator
    (:class:`integrations.hubspot.emulator.HubSpotEmulator`, plain http) seeded with a
-   portal, a HubSpot connection (OAuth tokens from the emulator's app), its sync, and a
-   deal-stage change delivered as a v3-signed webhook to ``webhook_urls.hubspot``.
+   portal (``--hubspot-deals``).
+3. The service as it ships: ``dealcoach db upgrade``, then ``dealcoach serve`` (a
+   separate process: SQLite database and SQLite task queue in the demo's data
+   directory, worker threads inside ``serve``) in sandbox mode, trusting the Salesforce
+   emulator's CA (``DEALCOACH_CRM_CA_BUNDLE``), with the emulators as the Salesforce
+   login URL and connected app and as the HubSpot OAuth URL and app.
+4. ``dealcoach apikey create --scope admin``, then ``POST /api/v1/connections`` twice:
+   a Salesforce connection to the org and a HubSpot connection to the portal, with
+   OAuth tokens the emulators issued, writing back notes and summary fields.
+5. ``POST /api/v1/connections/{id}/sync`` for each; waits until every deal is reviewed
+   and every write-back is written, then prints the pipelines from the API and counts
+   the coaching notes from the CRM side (SOQL as a sales rep; the HubSpot emulator's
+   notes).
+6. Points the org's Outbound Message at ``webhook_urls.outbound_message`` and moves one
+   opportunity as its owner would, then points the HubSpot app's webhooks at
+   ``webhook_urls.hubspot`` and moves one deal back a stage (a v3-signed
+   ``object.propertyChange`` event); measures the seconds until each new review and
+   its note exist; then makes the other ``--stage-changes`` at once in both CRMs.
 7. Reads both CRMs back (notes with a dealcoach marker, duplicates), prints where to
    look next, and stops the service (SIGTERM) and both emulators.
 
