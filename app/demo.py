@@ -58,7 +58,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -84,9 +83,6 @@ DEFAULT_OPPORTUNITIES = 40
 DEFAULT_HUBSPOT_DEALS = 18
 DEFAULT_STAGE_CHANGES = 3
 DEFAULT_SEED = 7
-#: The bundled samples were written for a review at this moment.
-SAMPLES_AS_OF = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 #: The sales rep whose view of the org the demo reads notes through (a seeded owner).
 CRM_READER = "maya.chen@acme-sales.example"
 _MARKER_PREFIX = "[dc1-"
@@ -120,7 +116,6 @@ class DemoOptions:
     data_dir: Path | None = None
     #: Seconds each wait (service start, sync, webhook) may take before the demo fails.
     timeout: float = 60.0
-    samples_dir: Path = SAMPLES_DIR
 
 
 @dataclass(frozen=True, slots=True)
