@@ -106,12 +106,6 @@ from typing import Any, ClassVar, Final
 import httpx
 import urllib3
 from hubspot import HubSpot
-from hubspot.crm.associations.v4 import ApiException as AssociationsApiException
-from hubspot.crm.contacts import ApiException as ContactsApiException
-from hubspot.crm.deals import ApiException as DealsApiException
-from hubspot.crm.objects.notes import ApiException as NotesApiException
-from hubspot.crm.pipelines import ApiException as PipelinesApiException
-from hubspot.crm.properties import ApiException as PropertiesApiException
 
 from app.coaching.snapshot import DealSnapshot, StageCatalogue
 from app.config import Settings, get_settings
@@ -214,14 +208,6 @@ _PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
 _CATEGORY = re.compile(r"[A-Z][A-Z0-9_]{0,80}")
 _SEEN_HASH = re.compile(r"[0-9a-f]{10}")
 _ISSUE_TIMEOUT = httpx.Timeout(15.0, connect=CONNECT_TIMEOUT)
-_API_EXCEPTIONS: Final = (
-    DealsApiException,
-    ContactsApiException,
-    AssociationsApiException,
-    NotesApiException,
-    PipelinesApiException,
-    PropertiesApiException,
-)
 _GONE_CATEGORIES: Final = frozenset({"OBJECT_NOT_FOUND", "NOT_FOUND"})
 _RETRIABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE"})
 
@@ -291,6 +277,16 @@ def _json_body(raw: object) -> Any:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def is_api_exception(exc: BaseException) -> bool:
+    """Whether ``exc`` is an SDK ``ApiException`` (each of hubspot-api-client's generated
+    packages, ``hubspot.crm.deals``, ``...associations.v4.schema`` and so on, has its own
+    class and its own 401/403/404/5xx subclasses)."""
+    return any(
+        cls.__name__ == "ApiException" and cls.__module__.startswith("hubspot.")
+        for cls in type(exc).__mro__
+    )
 
 
 def _category(body: object) -> str | None:
@@ -822,7 +818,15 @@ class HubSpotProvider:
             self.budget.calls += 1
             try:
                 response = work(api.client)
-            except _API_EXCEPTIONS as exc:
+            except urllib3.exceptions.HTTPError as exc:
+                refused = isinstance(exc, urllib3.exceptions.NewConnectionError)
+                if (idempotent or refused) and attempt < MAX_ATTEMPTS:
+                    time.sleep(min(0.5 * 2 ** (attempt - 1), INLINE_WAIT_LIMIT))
+                    continue
+                raise RetriableError(f"HubSpot {what}: {type(exc).__name__}") from None
+            except Exception as exc:
+                if not is_api_exception(exc):
+                    raise
                 error = self._translate(what, exc)
                 # A create answered 5xx may have been applied: the service looks its
                 # marker up before writing again. A 429 was refused before any work.
@@ -832,13 +836,6 @@ class HubSpotProvider:
                     raise error from None
                 time.sleep(wait)
                 continue
-            except urllib3.exceptions.HTTPError as exc:
-                refused = isinstance(exc, urllib3.exceptions.NewConnectionError)
-                error = RetriableError(f"HubSpot {what}: {type(exc).__name__}")
-                if (idempotent or refused) and attempt < MAX_ATTEMPTS:
-                    time.sleep(min(0.5 * 2 ** (attempt - 1), INLINE_WAIT_LIMIT))
-                    continue
-                raise error from None
             self._observe(getattr(response, "headers", None))
             status = getattr(response, "status", 200)
             payload = _json_body(getattr(response, "data", b""))
@@ -1248,12 +1245,32 @@ class HubSpotProvider:
         if valid:
             type_id = self._note_association_type()
             for start in range(0, len(valid), BATCH_LIMIT):
-                self._create_notes(notes, valid[start : start + BATCH_LIMIT], type_id, results)
+                self._create_bisecting(notes, valid[start : start + BATCH_LIMIT], type_id, results)
         lost = "HubSpot returned no result for this note"
         return [
             result if result is not None else NoteResult(note.marker, error=RetriableError(lost))
             for note, result in zip(notes, results, strict=True)
         ]
+
+    def _create_bisecting(
+        self,
+        notes: Sequence[NoteRequest],
+        indexes: list[int],
+        type_id: int,
+        results: list[NoteResult | None],
+    ) -> None:
+        """A batch create; a batch refused as a whole (a 400: HubSpot may refuse every
+        input for one bad association) is split in halves until the bad notes stand
+        alone, so one deleted deal costs about ``2 log2(n)`` calls, not its batch."""
+        try:
+            self._create_notes(notes, indexes, type_id, results)
+        except InvalidRequestError as exc:
+            if len(indexes) == 1:
+                results[indexes[0]] = NoteResult(notes[indexes[0]].marker, error=exc)
+                return
+            middle = len(indexes) // 2
+            self._create_bisecting(notes, indexes[:middle], type_id, results)
+            self._create_bisecting(notes, indexes[middle:], type_id, results)
 
     def _create_notes(
         self,

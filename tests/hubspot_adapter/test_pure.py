@@ -241,6 +241,15 @@ def test_http_errors_map_to_the_taxonomy(
         assert isinstance(error, RateLimitedError) and error.retry_after == 10.0
 
 
+def test_every_sdk_package_exception_is_recognised() -> None:
+    from hubspot.crm.associations.v4.schema.exceptions import ServiceException
+    from hubspot.crm.objects.notes.exceptions import NotFoundException
+
+    assert hs.is_api_exception(ServiceException(status=503, reason="x"))
+    assert hs.is_api_exception(NotFoundException(status=404, reason="x"))
+    assert not hs.is_api_exception(ValueError("x"))
+
+
 def test_a_429_retry_after_header_and_401_refreshability() -> None:
     provider = _provider()
     limited = provider._translate(
