@@ -186,7 +186,7 @@ def test_a_100_event_batch_is_answered_within_hubspots_5_seconds(hubspot: HubSpo
     elapsed = time.perf_counter() - started
     assert response.status_code == 200
     assert response.json() == {"received": 100}
-    # HubSpot's limit is 5 s. Measured 2.6-2.9 s on a loaded 2-core test machine (4.7 s
+    # HubSpot's limit is 5 s. Measured 1.3-2.9 s on a loaded 2-core test machine (4.7 s
     # once, with other test runs competing): most of it is the inbox's per-event commits
     # and its one-job-per-burst check (app/webhooks/service.py), which the inbox's bulk
     # insert is to cut.
