@@ -542,6 +542,13 @@ def bench(
     show_default=True,
     help="Deals to seed in the HubSpot emulator.",
 )
+@click.option(
+    "--stage-changes",
+    type=click.IntRange(1, 20),
+    default=3,
+    show_default=True,
+    help="Stage changes per CRM: the first shown step by step, the others made at once.",
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the emulators' data.")
 @click.option(
     "--data-dir",
@@ -572,6 +579,7 @@ def bench(
 def demo(
     opportunities: int,
     hubspot_deals: int,
+    stage_changes: int,
     seed: int,
     data_dir: Path | None,
     timeout: float,
@@ -597,6 +605,7 @@ def demo(
     options = DemoOptions(
         opportunities=opportunities,
         hubspot_deals=hubspot_deals,
+        stage_changes=stage_changes,
         seed=seed,
         data_dir=data_dir,
         timeout=timeout,

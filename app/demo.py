@@ -1,31 +1,32 @@
 """``dealcoach demo``: the main job end to end, set-up included, on the embedded default.
 
-What runs (everything on 127.0.0.1, no network needed, all stopped at the end):
+What runs (everything on 127.0.0.1, no network needed, all stopped at the end), in the
+seven printed steps:
 
 1. The Salesforce sandbox: the Salesforce emulator
    (:class:`integrations.salesforce.emulator.SalesforceEmulator`) over TLS with its own
    self-signed CA, seeded with a realistic org (``--opportunities``, deterministic for
    ``--seed``).
-2. The service as it ships: ``dealcoach db upgrade``, then ``dealcoach serve`` (a
-   separate process: SQLite database and SQLite task queue in the demo's data
-   directory, worker threads inside ``serve``) in sandbox mode, trusting the emulator's
-   CA (``DEALCOACH_CRM_CA_BUNDLE``) and using it as the Salesforce login URL and OAuth
-   app.
-3. ``dealcoach apikey create --scope admin``, then ``POST /api/v1/connections``: a
-   Salesforce connection to the emulator's org with OAuth tokens the emulator issued,
-   writing back notes and summary fields.
-4. ``POST /api/v1/connections/{id}/sync``; waits until every deal is reviewed and every
-   write-back is written, then prints the pipeline from the API and counts the
-   coaching notes on the opportunities from the CRM side (SOQL through the emulator's
-   REST API, as a sales rep).
-5. Points the org's Outbound Message at the connection's ``webhook_urls.outbound_message``,
-   moves one opportunity to its next stage (back one from the last) as its owner would
-   in Salesforce, and measures the seconds until the service's new review and its note
-   exist.
-6. The HubSpot sandbox the same way: the HubSpot emulator
+2. The HubSpot sandbox: the HubSpot emulator
    (:class:`integrations.hubspot.emulator.HubSpotEmulator`, plain http) seeded with a
-   portal, a HubSpot connection (OAuth tokens from the emulator's app), its sync, and a
-   deal-stage change delivered as a v3-signed webhook to ``webhook_urls.hubspot``.
+   portal (``--hubspot-deals``).
+3. The service as it ships: ``dealcoach db upgrade``, then ``dealcoach serve`` (a
+   separate process: SQLite database and SQLite task queue in the demo's data
+   directory, worker threads inside ``serve``) in sandbox mode, trusting the Salesforce
+   emulator's CA (``DEALCOACH_CRM_CA_BUNDLE``), with the emulators as the Salesforce
+   login URL and connected app and as the HubSpot OAuth URL and app.
+4. ``dealcoach apikey create --scope admin``, then ``POST /api/v1/connections`` twice:
+   a Salesforce connection to the org and a HubSpot connection to the portal, with
+   OAuth tokens the emulators issued, writing back notes and summary fields.
+5. ``POST /api/v1/connections/{id}/sync`` for each; waits until every deal is reviewed
+   and every write-back is written, then prints the pipelines from the API and counts
+   the coaching notes from the CRM side (SOQL as a sales rep; the HubSpot emulator's
+   notes).
+6. Points the org's Outbound Message at ``webhook_urls.outbound_message`` and moves one
+   opportunity as its owner would, then points the HubSpot app's webhooks at
+   ``webhook_urls.hubspot`` and moves one deal back a stage (a v3-signed
+   ``object.propertyChange`` event); measures the seconds until each new review and
+   its note exist; then makes the other ``--stage-changes`` at once in both CRMs.
 7. Reads both CRMs back (notes with a dealcoach marker, duplicates), prints where to
    look next, and stops the service (SIGTERM) and both emulators.
 
@@ -57,7 +58,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -81,10 +81,8 @@ __all__ = [
 
 DEFAULT_OPPORTUNITIES = 40
 DEFAULT_HUBSPOT_DEALS = 18
+DEFAULT_STAGE_CHANGES = 3
 DEFAULT_SEED = 7
-#: The bundled samples were written for a review at this moment.
-SAMPLES_AS_OF = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 #: The sales rep whose view of the org the demo reads notes through (a seeded owner).
 CRM_READER = "maya.chen@acme-sales.example"
 _MARKER_PREFIX = "[dc1-"
@@ -110,13 +108,14 @@ class DemoError(Exception):
 class DemoOptions:
     opportunities: int = DEFAULT_OPPORTUNITIES
     hubspot_deals: int = DEFAULT_HUBSPOT_DEALS
+    #: Stage changes per CRM: the first shown step by step, the others made at once.
+    stage_changes: int = DEFAULT_STAGE_CHANGES
     seed: int = DEFAULT_SEED
     #: Where the databases, the emulator's state and the logs go. None: a temporary
     #: directory, removed at the end; a given directory is kept.
     data_dir: Path | None = None
     #: Seconds each wait (service start, sync, webhook) may take before the demo fails.
     timeout: float = 60.0
-    samples_dir: Path = SAMPLES_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +576,7 @@ class Demo:
         self.sync_hubspot()
         self.stage_change()
         self.hubspot_stage_change()
+        self.more_stage_changes()
         self.tally()
         self.report.total_seconds = self.elapsed
         return self.report
@@ -1212,6 +1212,106 @@ class Demo:
             )
         else:
             self.say("no note: the new review has no question to ask, so nothing is written")
+
+    def more_stage_changes(self) -> None:
+        """The other stage changes of ``--stage-changes``, made at once in both CRMs: open
+        deals past their first stage move back one (a regression, which the new review
+        asks about); each is timed from its move to its note in the CRM."""
+        extra = self.options.stage_changes - 1
+        api, crm, hub = self.api, self.crm, self.hub
+        if extra <= 0:
+            return
+        assert api is not None and crm is not None and hub is not None
+        report = self.report
+        salesforce_order = [stage.api_name for stage in DEFAULT_STAGES if not stage.is_closed]
+        hubspot_pipeline = next(p for p in DEFAULT_PIPELINES if p.id == "default")
+        hubspot_order = [stage.id for stage in hubspot_pipeline.stages if not stage.is_closed]
+        moves: list[tuple[str, str, str, str]] = []  # (crm, connection id, deal id, new stage)
+        opportunities = sorted(crm.opportunities(), key=lambda o: str(o["Id"]))
+        for opportunity in opportunities:
+            stage = str(opportunity["StageName"])
+            deal_id = str(opportunity["Id"])
+            if len([m for m in moves if m[0] == "salesforce"]) == extra:
+                break
+            if (
+                not opportunity["IsClosed"]
+                and stage in salesforce_order[1:]
+                and deal_id != report.webhook_deal_id
+            ):
+                new = salesforce_order[salesforce_order.index(stage) - 1]
+                moves.append(("salesforce", report.connection_id, deal_id, new))
+        properties = "dealstage,pipeline,hs_is_closed"
+        deals = hub.control("GET", "deals", params={"properties": properties})["results"]
+        for deal in sorted(deals, key=lambda d: int(d["id"])):
+            values = deal["properties"]
+            if len([m for m in moves if m[0] == "hubspot"]) == extra:
+                break
+            if (
+                values.get("pipeline") == "default"
+                and values.get("hs_is_closed") != "true"
+                and values.get("dealstage") in hubspot_order[1:]
+                and deal["id"] != report.hubspot_deal_id
+            ):
+                new = hubspot_order[hubspot_order.index(str(values["dealstage"])) - 1]
+                moves.append(("hubspot", report.hubspot_connection_id, str(deal["id"]), new))
+        if not moves:
+            return
+
+        def notes_on(kind: str, deal_id: str) -> int:
+            return crm.notes_on(deal_id) if kind == "salesforce" else hub.notes_on(deal_id)
+
+        def reviews_of(connection_id: str, deal_id: str) -> list[dict[str, Any]]:
+            query = {"connection_id": connection_id, "deal_id": deal_id}
+            return api.all_items("/api/v1/reviews", query)
+
+        before = {m[2]: notes_on(m[0], m[2]) for m in moves}
+        known = {m[2]: {str(r["id"]) for r in reviews_of(m[1], m[2])} for m in moves}
+        moved_at: dict[str, float] = {}
+        for kind, _, deal_id, new in moves:
+            if kind == "salesforce":
+                path = f"records/Opportunity/{deal_id}"
+                crm.control("POST", path, {"fields": {"StageName": new}})
+            else:
+                hub.control("POST", f"deals/{deal_id}/stage", {"stage": new})
+            moved_at[deal_id] = time.monotonic()
+            report.stage_changes += 1
+        pending = {m[2]: m for m in moves}
+        reviewed: set[str] = set()
+        timings: list[float] = []
+        deadline = self._deadline()
+        while pending:
+            for deal_id, (kind, connection_id, _, _) in list(pending.items()):
+                if deal_id not in reviewed:
+                    fresh = [
+                        r
+                        for r in reviews_of(connection_id, deal_id)
+                        if str(r["id"]) not in known[deal_id] and r["trigger"] == "webhook"
+                    ]
+                    if not fresh:
+                        continue
+                    reviewed.add(deal_id)
+                    if not any(p.get("audience") != "rep" for p in fresh[-1]["prompts"]):
+                        del pending[deal_id]  # nothing to ask: no note
+                        continue
+                if notes_on(kind, deal_id) > before[deal_id]:
+                    elapsed = time.monotonic() - moved_at[deal_id]
+                    timings.append(elapsed)
+                    report.stage_change_to_note.append(elapsed)
+                    del pending[deal_id]
+            if pending and time.monotonic() > deadline:
+                raise DemoError(
+                    f"{len(pending)} of {len(moves)} stage changes made at once were not "
+                    f"reviewed and noted within {self.options.timeout:.0f} s"
+                )
+            if pending:
+                time.sleep(_POLL)
+        shown = ", ".join(f"{seconds:.1f}" for seconds in sorted(timings)) or "none"
+        count = Counter(kind for kind, *_ in moves)
+        self.say(
+            f"{_n(len(moves), 'more stage change')} at once ({count['salesforce']} in "
+            f"Salesforce, {count['hubspot']} in HubSpot, deals moved back one stage): every "
+            f"one reviewed from its webhook; notes in the CRMs after {shown} s"
+        )
 
     def tally(self) -> None:
         """Read both CRMs back: notes per CRM, duplicates; the service's review count."""

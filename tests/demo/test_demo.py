@@ -160,6 +160,13 @@ def test_the_demo_runs_end_to_end_and_its_figures_are_real(tmp_path: Path) -> No
     assert len(titles) == 2
     assert any(webhook_review.marker in title for title in titles)
     salesforce_part, hubspot_part = out.split("The HubSpot app's webhook subscription")
+    at_once = _figure(
+        r"4 more stage changes at once \(2 in Salesforce, 2 in HubSpot, deals moved back one "
+        r"stage\): every one reviewed from its webhook; notes in the CRMs after ([\d., ]+) s",
+        hubspot_part,
+    )
+    assert all(0 < float(x) < 30 for x in at_once.group(1).split(", "))
+    assert sum(r.trigger == ReviewTrigger.WEBHOOK for r in all_reviews) == 6
     seconds = [float(s) for s in re.findall(r"after (?:< )?([\d.]+) s:", salesforce_part)]
     assert len(seconds) == 3 and seconds == sorted(seconds)
     assert seconds[-1] < 30
@@ -295,7 +302,8 @@ def test_once_json_prints_one_object_of_counts_read_back_from_both_crms(tmp_path
         reviews = session.scalars(select(Review)).all()
     engine.dispose()
     assert figures["reviews"] == len(reviews)
-    assert figures["stage_changes"] == 2 == sum(r.trigger == ReviewTrigger.WEBHOOK for r in reviews)
+    # three stage changes in each CRM (the default), each reviewed once from its webhook
+    assert figures["stage_changes"] == 6 == sum(r.trigger == ReviewTrigger.WEBHOOK for r in reviews)
     timing = figures["stage_change_to_note_ms"]
     assert timing["p50"] is not None and 0 < timing["p50"] <= timing["p95"] < 30000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hubspot import HubSpot
@@ -249,3 +250,31 @@ def test_given_a_new_property_when_created_then_201_then_409(
         deal_id, SimplePublicObjectInput(properties={"dealcoach_review_url": "https://x.example"})
     )
     assert (seeded.deal(deal_id) or {})["dealcoach_review_url"] == "https://x.example"
+
+
+def test_given_a_deleted_deal_then_gone_from_reads_and_listed_as_archived(
+    seeded: HubSpotEmulator, hs: HubSpot
+) -> None:
+    from hubspot.crm.deals.exceptions import NotFoundException
+
+    deal_id = seeded.deal_ids()[0]
+    hs.crm.deals.basic_api.archive(deal_id)
+    with pytest.raises(NotFoundException):
+        hs.crm.deals.basic_api.get_by_id(deal_id)
+    assert deal_id not in {d.id for d in hs.crm.deals.get_all()}
+    archived = sdk_call(hs.crm.deals.basic_api, "get_page", archived=True)
+    assert [d.id for d in archived.model.results] == [deal_id]
+    assert archived.raw["results"][0]["archived"] is True
+    assert archived.model.results[0].archived_at is not None
+
+
+def test_given_a_new_contact_label_then_it_is_listed_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    with HubSpotEmulator(tmp_path, seed=2) as first:
+        type_id = first.portal.add_contact_label("Legal")
+        assert first.portal.add_contact_label("Legal") == type_id  # once
+    with HubSpotEmulator(tmp_path) as second:
+        hs = HubSpot(access_token=second.issue_token(), host=second.base_url)
+        labels = hs.crm.associations.v4.schema.definitions_api.get_all("deals", "contacts")
+        assert {r.label: r.type_id for r in labels.results}["Legal"] == type_id

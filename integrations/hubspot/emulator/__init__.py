@@ -27,8 +27,9 @@ generated models):
   ``propertiesWithHistory``, 207 with ``OBJECT_NOT_FOUND`` for missing ids),
   ``POST .../batch/create`` (201, or 207 with per-item errors whose
   ``context.objectWriteTraceId`` names the input), ``POST .../batch/update``,
-  ``GET|PATCH .../{id}`` (``properties``, ``propertiesWithHistory``,
-  ``associations``), ``GET|POST .../{type}``.
+  ``GET|PATCH|DELETE .../{id}`` (``properties``, ``propertiesWithHistory``,
+  ``associations``; DELETE archives), ``GET|POST .../{type}`` (``archived=true``
+  lists archived objects with ``archivedAt``).
 * ``GET /crm/v4/objects/{from}/{id}/associations/{to}``, ``POST
   /crm/v4/associations/{from}/{to}/batch/read`` (207 ``NO_ASSOCIATIONS_FOUND``
   for ids without any), ``GET /crm/v4/associations/{from}/{to}/labels`` (notes to

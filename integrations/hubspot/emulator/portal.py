@@ -339,8 +339,11 @@ class Portal:
             text = text.lower()
         elif prop.type == "enumeration" and prop.options and text not in dict(prop.options):
             raise _invalid(name, f"{text} was not one of the allowed options", "INVALID_OPTION")
-        owners = {str(owner["id"]) for owner in self.owners}
-        if name == "hubspot_owner_id" and owners and text not in owners:
+        if (
+            name == "hubspot_owner_id"
+            and self.owners
+            and text not in {str(owner["id"]) for owner in self.owners}
+        ):
             raise _invalid(name, f"{text} is not a valid owner id", "INVALID_OWNER_ID")
         if name == "hs_note_body" and len(text) > _NOTE_BODY_MAX:
             raise _invalid(
@@ -642,6 +645,9 @@ class Portal:
                 }
                 for p in self.custom_properties
             ],
+            "contact_labels": [
+                t.label for t in self.extra_association_types if t.from_type == "deals"
+            ],
         }
 
     def load(self, data: Mapping[str, Any]) -> None:
@@ -664,6 +670,9 @@ class Portal:
             )
             for p in data["custom_properties"]
         ]
+        self.extra_association_types = []
+        for label in data.get("contact_labels", []):
+            self.add_contact_label(str(label))
         self.refresh_schema()
 
 
