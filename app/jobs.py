@@ -545,5 +545,12 @@ def run_worker(settings: Settings, *, threads: int | None = None, periodic: bool
     options = _consumer_options(huey, threads or settings.worker_threads, periodic)
     consumer = huey.create_consumer(graceful_signal="TERM", **options)
     started = time.monotonic()
-    consumer.run()
+    from app.leases import start_heartbeat
+    from app.runtime import get_runtime
+
+    stop_heartbeat = start_heartbeat(get_runtime().sessions)
+    try:
+        consumer.run()
+    finally:
+        stop_heartbeat()
     logger.info("worker stopped after %.0f s", time.monotonic() - started)

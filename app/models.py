@@ -9,9 +9,10 @@ from app.admin.models import ApiKey
 from app.connections.models import Connection
 from app.db import Base
 from app.deals.models import DealHistoryRow, DealSnapshotRow
+from app.leases import Lease, ProcessHeartbeat
 from app.playbooks.models import PlaybookRow
 from app.reviews.models import PromptFeedback, Review
-from app.webhooks.models import WebhookDelivery
+from app.webhooks.models import InboxDeal, WebhookDelivery
 from app.writeback.models import WriteBack
 
 __all__ = [
@@ -20,7 +21,10 @@ __all__ = [
     "Connection",
     "DealHistoryRow",
     "DealSnapshotRow",
+    "InboxDeal",
+    "Lease",
     "PlaybookRow",
+    "ProcessHeartbeat",
     "PromptFeedback",
     "Review",
     "WebhookDelivery",

@@ -27,10 +27,9 @@ from app.connections.service import (
     update_credentials,
 )
 from app.jobs import enqueue_after_commit
-from app.reviews.tasks import review_deal_events
 from app.security.urls import InstanceUrlError
 from app.sync.tasks import sync_connection_task
-from app.webhooks.service import waiting_deal_ids
+from app.webhooks.service import wake_connection
 from app.writeback.tasks import send_writebacks
 from integrations.base import ProviderError
 
@@ -48,8 +47,7 @@ def _wake_waiting_work(session: SessionDep, connection: Connection) -> None:
     """An active connection again: its waiting events and notes go now, after the commit."""
     if connection.status != ConnectionStatus.ACTIVE:
         return
-    for deal_id in waiting_deal_ids(session, connection.id):
-        enqueue_after_commit(session, review_deal_events, connection.id, deal_id)
+    wake_connection(session, connection.id)
     enqueue_after_commit(session, send_writebacks, connection.id)
 
 

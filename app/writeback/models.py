@@ -65,6 +65,9 @@ class WriteBack(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """Set while a sender holds the row (its lease); results are recorded only by the
     holder of the claim (``attempts`` as the claim's version)."""
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    """The process holding the claim (``app.leases.PROCESS_ID``): once that process is
+    gone (:func:`app.leases.gone_owners`), the claim is taken over before its lease ends."""
     last_error: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -28,10 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app.db import utcnow
+from app.leases import gone_owners, process_id
 from app.writeback.models import WriteBack, WriteBackState, WriteBackTarget
 from integrations.base import (
     AuthError,
@@ -147,12 +148,20 @@ def superseded_rows(session: Session, rows: Sequence[WriteBack]) -> set[str]:
     return set(session.scalars(query))
 
 
+def _due(session: Session, now: datetime) -> ColumnElement[bool]:
+    """Due rows: their time has come, or their claim is held by a process that is gone
+    (killed, crashed): taken over at once rather than at the end of the lease."""
+    gone = gone_owners(session, now)
+    when = WriteBack.next_attempt_at <= now
+    if gone:
+        when = or_(when, WriteBack.claimed_by.in_(gone))
+    return and_(WriteBack.state.in_(_DUE_STATES), when)
+
+
 def due_writebacks(
     session: Session, connection_id: str | None, now: datetime, limit: int
 ) -> list[WriteBack]:
-    query = select(WriteBack).where(
-        WriteBack.state.in_(_DUE_STATES), WriteBack.next_attempt_at <= now
-    )
+    query = select(WriteBack).where(_due(session, now))
     if connection_id is not None:
         query = query.where(WriteBack.connection_id == connection_id)
     return list(session.scalars(query.order_by(WriteBack.next_attempt_at).limit(limit)))
@@ -160,11 +169,7 @@ def due_writebacks(
 
 def due_connection_ids(session: Session, now: datetime) -> list[str]:
     """Connections with write-backs due now (for the reconciler)."""
-    query = (
-        select(WriteBack.connection_id)
-        .where(WriteBack.state.in_(_DUE_STATES), WriteBack.next_attempt_at <= now)
-        .distinct()
-    )
+    query = select(WriteBack.connection_id).where(_due(session, now)).distinct()
     return list(session.scalars(query))
 
 
@@ -180,6 +185,7 @@ def claim(session: Session, rows: Sequence[WriteBack], now: datetime) -> list[Cl
     """Claim rows for sending: only those no one else claimed since they were read."""
     claimed = []
     lease_end = now + CLAIM_LEASE
+    owner = process_id()
     for row in rows:
         result = session.execute(
             update(WriteBack)
@@ -188,7 +194,12 @@ def claim(session: Session, rows: Sequence[WriteBack], now: datetime) -> list[Cl
                 WriteBack.attempts == row.attempts,
                 WriteBack.state.in_(_DUE_STATES),
             )
-            .values(attempts=row.attempts + 1, next_attempt_at=lease_end, claimed_until=lease_end)
+            .values(
+                attempts=row.attempts + 1,
+                next_attempt_at=lease_end,
+                claimed_until=lease_end,
+                claimed_by=owner,
+            )
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
@@ -219,7 +230,7 @@ def _guarded(session: Session, claim_: Claim, **values: object) -> bool:
     result = session.execute(
         update(WriteBack)
         .where(WriteBack.id == claim_.id, WriteBack.attempts == claim_.attempts)
-        .values(claimed_until=None, **values)
+        .values(claimed_until=None, claimed_by=None, **values)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -25,11 +25,14 @@ EXPECTED_TABLES = {
     "connections",
     "deal_history",
     "deal_snapshots",
+    "leases",
     "oauth_attempts",
     "playbooks",
+    "process_heartbeats",
     "prompt_feedback",
     "reviews",
     "webhook_deliveries",
+    "webhook_inbox_deals",
     "writebacks",
 }
 
