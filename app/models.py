@@ -13,7 +13,7 @@ from app.leases import Lease, ProcessHeartbeat
 from app.playbooks.models import PlaybookRow
 from app.reviews.models import PromptFeedback, Review
 from app.webhooks.models import InboxDeal, WebhookDelivery
-from app.writeback.models import WriteBack
+from app.writeback.models import RetiredAccount, WriteBack
 
 __all__ = [
     "ApiKey",
@@ -26,6 +26,7 @@ __all__ = [
     "PlaybookRow",
     "ProcessHeartbeat",
     "PromptFeedback",
+    "RetiredAccount",
     "Review",
     "WebhookDelivery",
     "WriteBack",

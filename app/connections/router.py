@@ -30,6 +30,7 @@ from app.jobs import enqueue_after_commit
 from app.security.urls import InstanceUrlError
 from app.sync.tasks import sync_connection_task
 from app.webhooks.service import wake_connection
+from app.writeback.service import retire_account
 from app.writeback.tasks import send_writebacks
 from integrations.base import ProviderError
 
@@ -169,7 +170,9 @@ def resume_connection(
 @router.delete("/{connection_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete(connection_id: str, session: SessionDep, key: AdminKey) -> None:
     """Delete the connection with its snapshots, reviews and write-backs."""
-    session.delete(get_connection(session, key, connection_id))
+    connection = get_connection(session, key, connection_id)
+    retire_account(session, connection)  # a new connection for the account finds its notes
+    session.delete(connection)
     session.commit()
 
 

@@ -76,3 +76,18 @@ class WriteBack(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RetiredAccount(Base):
+    """A CRM account (org, portal) that had a connection which was deleted.
+
+    Notes carry a marker scoped to the account, not to our connection row, so a
+    connection created again for the account finds the notes the old one wrote:
+    while an account is listed here (or has another connection), a deal's first
+    note through a connection is looked up by its marker before it is written.
+    """
+
+    __tablename__ = "retired_accounts"
+
+    account_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

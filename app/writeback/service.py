@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from app.connections.models import Connection, Provider
 from app.db import utcnow
 from app.leases import gone_owners, process_id
-from app.writeback.models import WriteBack, WriteBackState, WriteBackTarget
+from app.writeback.models import RetiredAccount, WriteBack, WriteBackState, WriteBackTarget
 from integrations.base import (
     AuthError,
     CrmProvider,
@@ -61,6 +62,63 @@ def dedupe_key(connection_id: str, deal_id: str, target: str, marker: str) -> st
     """Unique per intended write; hashed so that long CRM ids never get truncated."""
     digest = hashlib.sha256(f"{connection_id}|{deal_id}|{target}|{marker}".encode()).hexdigest()
     return f"{target}:{digest}"
+
+
+def marker_scope(connection: Connection) -> str:
+    """What a note's marker is scoped to: the CRM account (Salesforce org, HubSpot
+    portal), not our connection row, so a connection deleted and created again for
+    the same account computes the same markers and finds its notes."""
+    account = (connection.external_account_id or "").strip()
+    if not account:
+        return connection.id
+    if connection.provider == Provider.SALESFORCE:
+        account = account[:15]  # 15- and 18-character forms of one org id
+    return f"{connection.provider}:{account}"
+
+
+def retire_account(session: Session, connection: Connection) -> None:
+    """Remember the connection's account before the connection is deleted."""
+    key = marker_scope(connection)
+    if key != connection.id and session.get(RetiredAccount, key) is None:
+        session.add(RetiredAccount(account_key=key))
+        session.flush()
+
+
+def to_look_up(session: Session, connection: Connection, rows: Sequence[WriteBack]) -> set[str]:
+    """Ids of the note and task rows to look up by marker before their first write:
+    when the account had another connection (deleted, or alive beside this one), a
+    deal's notes until this connection has written one there may exist already."""
+    notes = [row for row in rows if row.target != WriteBackTarget.SUMMARY_FIELDS]
+    if not notes:
+        return set()
+    key = marker_scope(connection)
+    shared = session.get(RetiredAccount, key) is not None or (
+        key != connection.id
+        and session.scalar(
+            select(Connection.id).where(
+                Connection.id != connection.id,
+                Connection.provider == connection.provider,
+                Connection.external_account_id == connection.external_account_id,
+            )
+        )
+        is not None
+    )
+    if not shared:
+        return set()
+    deals = {row.deal_external_id for row in notes}
+    written = set(
+        session.scalars(
+            select(WriteBack.deal_external_id)
+            .where(
+                WriteBack.connection_id == connection.id,
+                WriteBack.deal_external_id.in_(deals),
+                WriteBack.state == WriteBackState.WRITTEN,
+                WriteBack.target != WriteBackTarget.SUMMARY_FIELDS,
+            )
+            .distinct()
+        )
+    )
+    return {row.id for row in notes if row.deal_external_id not in written}
 
 
 def add_writeback(
@@ -308,11 +366,15 @@ def note_request(row: WriteBack) -> NoteRequest:
 
 
 def send(
-    provider: CrmProvider, rows: Sequence[WriteBack], claims: Sequence[Claim]
+    provider: CrmProvider,
+    rows: Sequence[WriteBack],
+    claims: Sequence[Claim],
+    look_up: Collection[str] = (),
 ) -> list[Outcome]:
     """Send claimed rows through the provider; one outcome per row.
 
-    Rows that may have been sent before are looked up by marker first. Notes
+    Rows that may have been sent before (a retry, or an id in ``look_up``: see
+    :func:`to_look_up`) are looked up by marker first. Notes
     and tasks go in one batch call (results in the batch's order), summary
     fields in another. ``AuthError`` and a whole-call ``RetriableError`` are
     raised for the task, which releases the claims; any other error of a
@@ -327,7 +389,7 @@ def send(
         if row.target == WriteBackTarget.SUMMARY_FIELDS:
             summaries.append(row)  # rewriting the same values is harmless: no lookup
             continue
-        if claim_.attempts > 1:
+        if claim_.attempts > 1 or row.id in look_up:
             try:
                 found = provider.find_note(row.deal_external_id, row.marker)
             except (AuthError, RetriableError):

@@ -1352,7 +1352,7 @@ class SalesforceProvider:
 
     def _delete_orphans(self, note_ids: list[str]) -> None:
         """Delete ContentNotes whose link failed, 25 per ``composite`` call (best effort:
-        they are visible only to the integration user, and :meth:`find_note` ignores them)."""
+        they are visible only to the integration user; :meth:`find_note` links one it finds)."""
         base = f"/services/data/v{API_VERSION}/sobjects/ContentNote"
         valid = [note_id for note_id in note_ids if _ANY_ID.fullmatch(note_id)]
         for start in range(0, len(valid), COMPOSITE_LIMIT):
@@ -1407,6 +1407,7 @@ class SalesforceProvider:
             for candidate in candidates:
                 if candidate[:15] in linked:
                     return candidate
+            return self._link_found(deal_id, candidates)
         tasks = self._query_all(
             "task search",
             format_soql(
@@ -1419,6 +1420,22 @@ class SalesforceProvider:
             if str(row.get("Subject", "")).endswith(suffix) and isinstance(row.get("Id"), str):
                 return str(row["Id"])
         return None
+
+    def _link_found(self, deal_id: str, note_ids: list[str]) -> str:
+        """Notes with the marker but no link to the deal: a batch whose answer was lost
+        (a timeout after Salesforce created the note, before or without its link). The
+        first is linked now, rather than a second note written; any others are deleted,
+        so the retry leaves neither an orphan nor a duplicate."""
+        keep, extra = note_ids[0], note_ids[1:]
+        link = _link_record(keep, deal_id)
+        link.pop("attributes")
+        self._call(
+            "note link",
+            lambda sf: sf.restful("sobjects/ContentDocumentLink", method="POST", json=link),
+        )
+        if extra:
+            self._delete_orphans(extra)
+        return keep
 
     def update_summaries(self, updates: Sequence[SummaryUpdate]) -> list[SummaryResult]:
         results: list[SummaryResult | None] = [None] * len(updates)

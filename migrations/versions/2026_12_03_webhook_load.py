@@ -9,6 +9,9 @@
 - ``writebacks.claimed_by``, ``process_heartbeats`` and ``leases``: a claim
   held by a process that is gone is taken over at once, and the token refresh
   holds a committed lease instead of a row lock across its HTTP call.
+- ``retired_accounts``: CRM accounts whose connection was deleted; a new
+  connection for one looks a deal's first note up by its (account-scoped)
+  marker before writing it.
 
 Revision ID: 7c3e9a1d5f20
 Revises: 9c4d2e7a1b30
@@ -88,8 +91,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_leases")),
     )
 
+    op.create_table(
+        "retired_accounts",
+        sa.Column("account_key", sa.String(length=300), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("account_key", name=op.f("pk_retired_accounts")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("retired_accounts")
     op.drop_table("leases")
     with op.batch_alter_table("process_heartbeats", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_process_heartbeats_beat_at"))

@@ -30,6 +30,7 @@ EXPECTED_TABLES = {
     "playbooks",
     "process_heartbeats",
     "prompt_feedback",
+    "retired_accounts",
     "reviews",
     "webhook_deliveries",
     "webhook_inbox_deals",
