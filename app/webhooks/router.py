@@ -30,7 +30,8 @@ from app.connections.service import (
 from app.db import is_lock_error, utcnow
 from app.runtime import Runtime
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
-from app.webhooks.service import body_preview, enqueue_reviews_after_commit, replay, store_events
+from app.webhooks.service import body_preview, enqueue_reviews_after_commit, replay
+from app.webhooks.writer import store_delivery
 from integrations.base import InboundRequest, WebhookParser, WebhookRejected
 from integrations.registry import webhook_parser_for
 
@@ -176,9 +177,9 @@ def _receive_once(
         except WebhookRejected as exc:
             logger.info("webhook for %s rejected: %s", connection_id, exc)
             raise Problem(exc.status, str(exc)) from None
-        # One write: every event, the doorbells; the review jobs leave after the commit.
-        store_events(session, connection, parsed.events, inbound.headers, inbound.body)
-        session.commit()
+    # One write: every event and the doorbells, committed (with other requests' deliveries
+    # on SQLite) before the answer; the review jobs leave after the commit.
+    store_delivery(runtime.sessions, connection, parsed.events, inbound.headers, inbound.body)
     return Response(
         content=parsed.reply_body or b'{"status":"ok"}',
         media_type=parsed.reply_content_type,
