@@ -157,6 +157,7 @@ class Heartbeat:
         self._sessions = sessions
         self._every = every
         self._stop = threading.Event()
+        self._failed = False
         self._thread = threading.Thread(target=self._run, name="dealcoach-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
@@ -170,8 +171,13 @@ class Heartbeat:
                 beat(session)
                 forget_gone(session)
         except Exception as exc:  # a missed beat is harmless; the next one follows
-            level = logging.DEBUG if is_lock_error(exc) else logging.WARNING
-            logger.log(level, "heartbeat not written: %s", exc)
+            quiet = is_lock_error(exc) or self._failed
+            self._failed = True
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING, "heartbeat not written: %s", exc
+            )
+        else:
+            self._failed = False
 
     def _run(self) -> None:
         while not self._stop.wait(self._every):

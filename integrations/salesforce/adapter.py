@@ -1397,17 +1397,29 @@ class SalesforceProvider:
             links = self._query_all(
                 "note link search",
                 format_soql(
-                    "SELECT ContentDocumentId FROM ContentDocumentLink "
-                    "WHERE LinkedEntityId = {} AND ContentDocumentId IN {}",
-                    deal_id,
+                    "SELECT ContentDocumentId, LinkedEntityId FROM ContentDocumentLink "
+                    "WHERE ContentDocumentId IN {}",
                     candidates,
                 ),
             )
-            linked = {str(row.get("ContentDocumentId", ""))[:15] for row in links}
+            linked_to: dict[str, set[str]] = {}
+            for row in links:
+                document = str(row.get("ContentDocumentId", ""))[:15]
+                linked_to.setdefault(document, set()).add(str(row.get("LinkedEntityId", ""))[:15])
             for candidate in candidates:
-                if candidate[:15] in linked:
+                if deal_id[:15] in linked_to.get(candidate[:15], set()):
                     return candidate
-            return self._link_found(deal_id, candidates)
+            # Linked to no record (only to its owner): a note whose link was lost.
+            unlinked = [
+                candidate
+                for candidate in candidates
+                if not any(
+                    not entity.startswith(_USER_PREFIX)
+                    for entity in linked_to.get(candidate[:15], set())
+                )
+            ]
+            if unlinked:
+                return self._link_found(deal_id, unlinked)
         tasks = self._query_all(
             "task search",
             format_soql(
@@ -1676,6 +1688,10 @@ def _content_note_record(note: NoteRequest) -> dict[str, Any]:
         "Title": _titled(note.title, note.marker),
         "Content": base64.b64encode(html.encode("utf-8")).decode("ascii"),
     }
+
+
+#: Key prefix of User ids: every ContentNote is linked to its owner.
+_USER_PREFIX = "005"
 
 
 def _link_record(note_id: str, deal_id: str) -> dict[str, Any]:
