@@ -231,6 +231,16 @@ def _hubspot_rows(hs: dict[str, Any]) -> list[str]:
 _TABLES = {"engine": _engine_rows, "salesforce": _salesforce_rows, "hubspot": _hubspot_rows}
 
 
+def _webhook_rows(figures: dict[str, Any]) -> list[str]:
+    from app.bench_webhooks import webhook_rows
+
+    return webhook_rows(figures)
+
+
+#: Figures whose rows are whole tables of their own (header included).
+_OWN_TABLES = {"webhook": _webhook_rows}
+
+
 def write_results(figures: dict[str, Any], results: Path, markdown: Path) -> None:
     """Merge the figures into the results JSON and rewrite their tables in the docs
     (between ``<!-- KEY-bench:start -->`` and ``<!-- KEY-bench:end -->``)."""
@@ -241,11 +251,12 @@ def write_results(figures: dict[str, Any], results: Path, markdown: Path) -> Non
     existing.update(figures)
     results.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n", "utf-8")
     text = markdown.read_text("utf-8") if markdown.is_file() else "# Benchmarks\n"
-    for key, rows in _TABLES.items():
+    for key, rows in {**_TABLES, **_OWN_TABLES}.items():
         if key not in figures:
             continue
         start, end = f"<!-- {key}-bench:start -->", f"<!-- {key}-bench:end -->"
-        table = "\n".join([start, "| figure | value |", "|---|---|", *rows(figures[key]), end])
+        header = [] if key in _OWN_TABLES else ["| figure | value |", "|---|---|"]
+        table = "\n".join([start, *header, *rows(figures[key]), end])
         if start in text and end in text:
             head, rest = text.split(start, 1)
             _, tail = rest.split(end, 1)

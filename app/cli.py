@@ -507,11 +507,30 @@ def agenda(
     default=False,
     help="Also measure the HubSpot connector's API calls and rate-limit use against the emulator.",
 )
+@click.option(
+    "--webhooks/--no-webhooks",
+    default=False,
+    help="Also measure the webhook path of a real `dealcoach serve` on SQLite under load "
+    "(40 senders of Outbound Messages, accept time with 8,000 waiting, drain rate).",
+)
+@click.option("--webhook-senders", default=40, show_default=True, type=click.IntRange(1, 200))
+@click.option("--webhook-messages", default=600, show_default=True, type=click.IntRange(1))
+@click.option("--webhook-waiting", default=8000, show_default=True, type=click.IntRange(100))
 def bench(
-    deals: int, seed: int, results: Path, markdown: Path, salesforce: bool, hubspot: bool
+    deals: int,
+    seed: int,
+    results: Path,
+    markdown: Path,
+    salesforce: bool,
+    hubspot: bool,
+    webhooks: bool,
+    webhook_senders: int,
+    webhook_messages: int,
+    webhook_waiting: int,
 ) -> None:
     """Benchmark the engine on generated deals (one core), and optionally the Salesforce
-    and HubSpot connectors against their emulators; record the figures."""
+    and HubSpot connectors against their emulators and the webhook path under load;
+    record the figures."""
     from app.bench import run_engine_bench, write_results
 
     figures = run_engine_bench(deals, seed)
@@ -523,6 +542,15 @@ def bench(
         from integrations.hubspot.bench import run_hubspot_bench
 
         figures.update(run_hubspot_bench())
+    if webhooks:
+        from app.bench_webhooks import run_webhook_bench
+
+        figures["webhook"] = run_webhook_bench(
+            senders=webhook_senders,
+            messages=webhook_messages,
+            waiting=webhook_waiting,
+            echo=lambda line: click.echo(line, err=True),
+        )
     write_results(figures, results, markdown)
     click.echo(json.dumps(figures, indent=2))
 

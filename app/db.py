@@ -11,6 +11,9 @@ owns the transaction, through :func:`session_scope`. Services only flush.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from sqlalchemy import JSON, CheckConstraint, DateTime, Engine, MetaData, String, event
 from sqlalchemy import create_engine as sa_create_engine
@@ -139,15 +142,159 @@ class Base(DeclarativeBase):
 # --- engine and sessions -----------------------------------------------------------------
 
 
+class WriterGate:
+    """The one writer of a SQLite file inside this process.
+
+    A thread takes the gate right before its transaction's first write and gives
+    it back when the transaction ends (commit, rollback, close), so the writers of
+    one process (request threads, worker threads) queue here, in order, instead of
+    meeting inside SQLite as ``database is locked``. Re-entrant per thread (a
+    thread holding it may open a second transaction: SQLite's own busy timeout
+    then applies, as without a gate). Another process on the same file waits on
+    SQLite's lock through ``busy_timeout``.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._condition = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> int:
+        """Wait for the gate; returns the owner token to release it with.
+
+        Raises:
+            sqlite3.OperationalError: ``writer busy`` after ``timeout`` seconds.
+        """
+        me = threading.get_ident()
+        with self._condition:
+            if self._owner == me:
+                self._depth += 1
+                return me
+            deadline = time.monotonic() + self.timeout
+            while self._owner is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise sqlite3.OperationalError(
+                        f"writer busy: no write turn within {self.timeout:.1f} s"
+                    )
+                self._condition.wait(left)
+            self._owner, self._depth = me, 1
+            return me
+
+    def release(self, owner: int) -> None:
+        with self._condition:
+            if self._owner != owner:
+                return
+            self._depth -= 1
+            if self._depth <= 0:
+                self._owner, self._depth = None, 0
+                self._condition.notify()
+
+
+_GATES: dict[str, WriterGate] = {}
+_GATES_LOCK = threading.Lock()
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+
+
+def writer_gate(database: str, timeout: float = 5.0) -> WriterGate:
+    """The process's gate for one SQLite file (every engine on that file shares it)."""
+    key = database if database in ("", ":memory:") else str(Path(database).expanduser().resolve())
+    with _GATES_LOCK:
+        gate = _GATES.get(key)
+        if gate is None:
+            gate = _GATES[key] = WriterGate(timeout)
+        gate.timeout = max(gate.timeout, timeout)
+        return gate
+
+
+class _GatedCursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
+        connection = self.connection
+        if isinstance(connection, GatedSqliteConnection):
+            connection._before(sql)
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> Self:
+        connection = self.connection
+        if isinstance(connection, GatedSqliteConnection):
+            connection._before(sql)
+        return super().executemany(sql, parameters)
+
+
+class GatedSqliteConnection(sqlite3.Connection):
+    """A pysqlite connection that takes its file's :class:`WriterGate` before the first
+    write of a transaction and opens that transaction with ``BEGIN IMMEDIATE``."""
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        self.isolation_level = "IMMEDIATE"  # the implicit BEGIN before a write
+        self._gate = writer_gate(str(database))
+        self._holder: int | None = None
+
+    def _before(self, sql: str) -> None:
+        if self._holder is None and sql.lstrip()[:6].upper() in _WRITES:
+            self._holder = self._gate.acquire()
+
+    def _done(self) -> None:
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            self._gate.release(holder)
+
+    def cursor(self, factory: Any = _GatedCursor) -> Any:
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        cursor: sqlite3.Cursor = self.cursor()
+        return cursor.execute(sql, parameters)
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._done()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._done()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._done()
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a wait for the database's write lock that timed out (SQLite's
+    ``database is locked``/``busy``, the writer gate's ``writer busy``, PostgreSQL's lock
+    timeout): worth retrying, never a failure of the work itself."""
+    current: BaseException | None = exc
+    while current is not None:
+        text = str(current).lower()
+        if isinstance(current, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+            return True
+        if "lock timeout" in text or "lock_timeout" in text or "lock not available" in text:
+            return True
+        current = current.__cause__ or getattr(current, "orig", None)
+        if current is exc:
+            break
+    return False
+
+
 def create_engine_for(settings: Settings, **kwargs: Any) -> Engine:
     """An engine for the configured database.
 
     SQLite: the data directory is created if missing, and every new connection
     gets ``journal_mode=WAL``, ``busy_timeout`` from the settings and
-    ``foreign_keys=ON``. SQLite keeps the driver's default transaction handling
-    (``BEGIN`` right before the first write), which lets concurrent writers wait
-    on the busy timeout; the cost is that ``SAVEPOINT`` (``begin_nested``) is not
-    reliable there. PostgreSQL: psycopg 3 with ``pool_pre_ping``.
+    ``foreign_keys=ON``. Writers are serialised in the process by the file's
+    :class:`WriterGate` (taken before a transaction's first write, released at its
+    end; the transaction starts with ``BEGIN IMMEDIATE``); reads never wait for it
+    (WAL). Transactions start right before their first write, so a transaction
+    that only reads holds no lock; the cost is that ``SAVEPOINT`` (``begin_nested``)
+    is not reliable there. PostgreSQL: psycopg 3 with ``pool_pre_ping``.
     Extra keyword arguments go to :func:`sqlalchemy.create_engine`.
     """
     url = make_url(settings.resolved_database_url)
@@ -159,7 +306,10 @@ def create_engine_for(settings: Settings, **kwargs: Any) -> Engine:
         database = url.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa_create_engine(url, **kwargs)
+        writer_gate(database, settings.sqlite_busy_timeout_ms / 1000)
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("factory", GatedSqliteConnection)
+        engine = sa_create_engine(url, connect_args=connect_args, **kwargs)
         _install_sqlite_pragmas(engine, settings.sqlite_busy_timeout_ms)
         return engine
     kwargs.setdefault("pool_pre_ping", True)

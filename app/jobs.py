@@ -532,6 +532,19 @@ def start_embedded_consumer(
     return consumer
 
 
+def _start_heartbeat(settings: Settings) -> Callable[[], None]:
+    """This worker's heartbeat (``app.leases``), if its database is reachable; a worker
+    without one still works, its claims just wait for their lease after a crash."""
+    try:
+        from app.db import create_engine_for, make_session_factory
+        from app.leases import start_heartbeat
+
+        return start_heartbeat(make_session_factory(create_engine_for(settings)))
+    except Exception as exc:
+        logger.warning("worker without a heartbeat: %s", exc)
+        return lambda: None
+
+
 def run_worker(settings: Settings, *, threads: int | None = None, periodic: bool = True) -> None:
     """``dealcoach worker``: run a consumer in the foreground until SIGTERM/SIGINT.
 
@@ -545,5 +558,9 @@ def run_worker(settings: Settings, *, threads: int | None = None, periodic: bool
     options = _consumer_options(huey, threads or settings.worker_threads, periodic)
     consumer = huey.create_consumer(graceful_signal="TERM", **options)
     started = time.monotonic()
-    consumer.run()
+    stop_heartbeat = _start_heartbeat(settings)
+    try:
+        consumer.run()
+    finally:
+        stop_heartbeat()
     logger.info("worker stopped after %.0f s", time.monotonic() - started)

@@ -71,7 +71,12 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
 
         queue = ensure_queue(settings)  # tasks enqueued by requests go to this backend
         consumer = None
+        stop_heartbeat = None
         if embedded_worker and not queue.immediate:
+            from app.leases import start_heartbeat
+
+            # Before the consumer: work this process claims carries a live owner.
+            stop_heartbeat = start_heartbeat(runtime.sessions)
             consumer = start_embedded_consumer(settings)
         app.state.embedded_worker = consumer
         try:
@@ -79,6 +84,8 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
         finally:
             if consumer is not None:
                 await asyncio.to_thread(consumer.stop)
+            if stop_heartbeat is not None:
+                stop_heartbeat()
             engine.dispose()
 
     app = FastAPI(

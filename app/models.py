@@ -11,10 +11,11 @@ from app.connections.models import Connection
 from app.db import Base
 from app.deals.models import DealHistoryRow, DealSnapshotRow
 from app.feedback.models import CardFeedback
+from app.leases import Lease, ProcessHeartbeat
 from app.playbooks.models import PlaybookRow
 from app.reviews.models import PromptFeedback, Review
-from app.webhooks.models import WebhookDelivery
-from app.writeback.models import WriteBack
+from app.webhooks.models import InboxDeal, WebhookDelivery
+from app.writeback.models import RetiredAccount, WriteBack
 
 __all__ = [
     "ApiKey",
@@ -24,8 +25,12 @@ __all__ = [
     "Connection",
     "DealHistoryRow",
     "DealSnapshotRow",
+    "InboxDeal",
+    "Lease",
     "PlaybookRow",
+    "ProcessHeartbeat",
     "PromptFeedback",
+    "RetiredAccount",
     "Review",
     "WebhookDelivery",
     "WriteBack",

@@ -257,7 +257,11 @@ class CrmProvider(Protocol):
         ...
 
     def find_note(self, deal_id: str, marker: str) -> str | None:
-        """The external id of the note on ``deal_id`` carrying ``marker``, if any."""
+        """The external id of the note on ``deal_id`` carrying ``marker``, if any.
+
+        A note written but not attached to the deal (a CRM whose note and link are
+        two records, the link lost with a timed-out batch) is attached now and
+        returned: a retry must neither write a second note nor leave an orphan."""
         ...
 
     def update_summaries(self, updates: Sequence[SummaryUpdate]) -> list[SummaryResult]:

@@ -27,10 +27,10 @@ from app.connections.service import (
     update_credentials,
 )
 from app.jobs import enqueue_after_commit
-from app.reviews.tasks import review_deal_events
 from app.security.urls import InstanceUrlError
 from app.sync.tasks import sync_connection_task
-from app.webhooks.service import waiting_deal_ids
+from app.webhooks.service import wake_connection
+from app.writeback.service import retire_account
 from app.writeback.tasks import send_writebacks
 from integrations.base import ProviderError
 
@@ -48,8 +48,7 @@ def _wake_waiting_work(session: SessionDep, connection: Connection) -> None:
     """An active connection again: its waiting events and notes go now, after the commit."""
     if connection.status != ConnectionStatus.ACTIVE:
         return
-    for deal_id in waiting_deal_ids(session, connection.id):
-        enqueue_after_commit(session, review_deal_events, connection.id, deal_id)
+    wake_connection(session, connection.id)
     enqueue_after_commit(session, send_writebacks, connection.id)
 
 
@@ -171,7 +170,9 @@ def resume_connection(
 @router.delete("/{connection_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete(connection_id: str, session: SessionDep, key: AdminKey) -> None:
     """Delete the connection with its snapshots, reviews and write-backs."""
-    session.delete(get_connection(session, key, connection_id))
+    connection = get_connection(session, key, connection_id)
+    retire_account(session, connection)  # a new connection for the account finds its notes
+    session.delete(connection)
     session.commit()
 
 

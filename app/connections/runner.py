@@ -3,8 +3,8 @@
 :func:`with_provider` opens a transaction, builds the provider for an active
 connection and runs the work. An expired token is refreshed **once per
 connection** however many jobs hit it at the same moment
-(:func:`refresh_once`: the connection's database row is the lock, shared by
-every process, and a re-read sees a refresh someone else just did), then the
+(:func:`refresh_once`: a lease row shared by every process, taken in a committed
+transaction before the HTTP call, and a re-read sees a refresh someone else just did), then the
 work is retried once. A refusal that a refresh cannot fix sets the connection
 to ``needs_reauth`` and parks its jobs (:class:`Parked`) instead of retrying hot.
 """
@@ -12,7 +12,9 @@ to ``needs_reauth`` and parks its jobs (:class:`Parked`) instead of retrying hot
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from sqlalchemy import update
@@ -21,12 +23,18 @@ from sqlalchemy.orm import Session
 from app.connections.models import Connection, ConnectionStatus
 from app.connections.service import context_for, set_status, store_credentials
 from app.db import session_scope
+from app.leases import release_lease, take_lease
 from app.runtime import Runtime
-from integrations.base import AuthError, CrmProvider
+from integrations.base import AuthError, CrmProvider, RetriableError
 from integrations.registry import provider_for
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+#: A token refresh is this process's for this long (the token endpoint's timeout and more).
+REFRESH_LEASE = timedelta(seconds=60)
+#: How long a caller waits for another's refresh before it is told to retry.
+REFRESH_WAIT_SECONDS = 20.0
+REFRESH_POLL_SECONDS = 0.2
 
 
 class Parked(Exception):
@@ -59,28 +67,62 @@ def lock_connection_row(session: Session, connection_id: str) -> Connection | No
 def refresh_once(runtime: Runtime, connection_id: str, stale: bytes | None) -> None:
     """Refresh the connection's credentials unless someone already replaced ``stale``.
 
-    Concurrent callers queue on the connection's row lock; the first refreshes
-    and commits, the others then see new credentials and return.
+    Concurrent callers (threads or processes) meet on a lease row
+    (``refresh:<connection id>``, :func:`app.leases.take_lease`), taken in a short
+    committed transaction; the holder calls the token endpoint with no transaction
+    open and stores the result in a second one. The others poll until the
+    credentials change or the lease is free. A slow token endpoint therefore
+    holds no database lock: webhooks and the admin API go on meanwhile. A holder
+    that dies leaves a lease that its expiry (or the owner's missing heartbeat)
+    frees.
 
     Raises:
         Parked: the refresh token was refused; the connection now needs re-authorisation.
+        RetriableError: another process held the refresh for too long, or the CRM's
+            token endpoint asked to retry.
     """
+    name = f"refresh:{connection_id}"
+    deadline = time.monotonic() + REFRESH_WAIT_SECONDS
+    while True:
+        with session_scope(runtime.sessions) as session:
+            taken = take_lease(session, name, REFRESH_LEASE)
+            connection = session.get(Connection, connection_id, populate_existing=True)
+            if connection is None:
+                raise Parked(f"connection {connection_id} is gone")
+            if connection.credentials_encrypted != stale:
+                if taken:
+                    release_lease(session, name, taken)
+                return  # refreshed by someone else meanwhile
+            context = context_for(runtime.box, connection) if taken else None
+        if taken is not None and context is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise RetriableError("another process is refreshing the credentials", retry_after=5)
+        time.sleep(REFRESH_POLL_SECONDS)
     refused: str | None = None
-    with session_scope(runtime.sessions) as session:
-        connection = lock_connection_row(session, connection_id)
-        if connection is None:
-            raise Parked(f"connection {connection_id} is gone")
-        if connection.credentials_encrypted != stale:
-            return  # refreshed by someone else meanwhile
-        provider = provider_for(context_for(runtime.box, connection), runtime.settings)
+    try:
+        provider = provider_for(context, runtime.settings)
         try:
             credentials = provider.refresh_credentials()
         except AuthError as exc:
             refused = str(exc)
-            set_status(session, connection, ConnectionStatus.NEEDS_REAUTH, refused)
-        else:
-            store_credentials(session, runtime.box, connection, credentials)
-            logger.info("connection %s: credentials refreshed", connection_id)
+        with session_scope(runtime.sessions) as session:
+            connection = session.get(Connection, connection_id, populate_existing=True)
+            if connection is None:
+                raise Parked(f"connection {connection_id} is gone")
+            if refused is not None:
+                set_status(session, connection, ConnectionStatus.NEEDS_REAUTH, refused)
+            else:
+                store_credentials(session, runtime.box, connection, credentials)
+                logger.info("connection %s: credentials refreshed", connection_id)
+            release_lease(session, name, taken)
+    except BaseException:
+        try:
+            with session_scope(runtime.sessions) as session:
+                release_lease(session, name, taken)
+        except Exception:  # the lease's expiry frees it
+            logger.debug("refresh lease of %s not released", connection_id, exc_info=True)
+        raise
     if refused is not None:
         logger.warning("connection %s needs re-authorisation: %s", connection_id, refused)
         raise Parked(refused)

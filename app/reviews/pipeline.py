@@ -25,7 +25,7 @@ from app.feedback.service import review_for_writeback
 from app.playbooks.service import compiled_playbook
 from app.reviews.models import Review, ReviewTrigger
 from app.writeback.models import WriteBack, WriteBackTarget
-from app.writeback.service import add_writeback
+from app.writeback.service import add_writeback, marker_scope
 from integrations.base import CrmProvider
 
 DEFAULT_TARGETS = ("note",)
@@ -73,7 +73,8 @@ def review_snapshot(
     moment = as_of or utcnow()
     result = review_deal(enriched, playbook, moment)
     fingerprint = review_fingerprint(result)
-    marker = note_marker(connection.id, deal.id, fingerprint)
+    scope = marker_scope(connection)  # the CRM account: a re-created connection agrees
+    marker = note_marker(scope, deal.id, fingerprint)
     row = Review(
         connection_id=connection.id,
         deal_external_id=deal.id,
@@ -110,7 +111,7 @@ def review_snapshot(
             target_marker = (
                 marker
                 if target == WriteBackTarget.NOTE
-                else note_marker(connection.id, deal.id, f"{fingerprint}:{target.value}")
+                else note_marker(scope, deal.id, f"{fingerprint}:{target.value}")
             )
             if target == WriteBackTarget.SUMMARY_FIELDS:
                 payload: dict[str, object] = {"fields": summary_fields(shown, marker)}

@@ -19,11 +19,16 @@ from app.connections.models import Connection, ConnectionStatus
 from app.connections.runner import Parked, lock_connection_row, with_provider
 from app.db import session_scope, utcnow
 from app.jobs import crontab, enqueue_after_commit, periodic_task, task
+from app.leases import gone_owners, process_id
 from app.ratelimit import pause, paused_for
-from app.reviews.tasks import review_deal_events
 from app.runtime import get_runtime
 from app.sync.service import SyncReport, sync_connection
-from app.webhooks.service import stale_received
+from app.webhooks.service import (
+    enqueue_reviews_after_commit,
+    ring,
+    stale_doorbells,
+    unrung_waiting,
+)
 from app.writeback.service import due_connection_ids
 from app.writeback.tasks import send_writebacks
 from integrations.base import CrmProvider, NotReadyError, QuotaExhaustedError, RetriableError
@@ -32,10 +37,13 @@ logger = logging.getLogger(__name__)
 SYNC_LEASE = timedelta(minutes=10)
 DEFAULT_RETRY_SECONDS = 60.0
 QUOTA_RETRY_SECONDS = 3600.0
+#: A doorbell still ringing this long after it was rung gets a new job (the first was lost).
+DOORBELL_STALE = timedelta(minutes=5)
 
 
 def _take_sync_lease(connection_id: str) -> bool:
-    """Only one sync per connection at a time, across processes (a lease on its row)."""
+    """Only one sync per connection at a time, across processes (a lease on its row,
+    with its holder: a holder that is gone, killed or crashed, loses it at once)."""
     runtime = get_runtime()
     now = utcnow()
     with session_scope(runtime.sessions) as session:
@@ -44,9 +52,15 @@ def _take_sync_lease(connection_id: str) -> bool:
             return False
         state = dict(connection.sync_watermark or {})
         running_until = state.get("running_until")
-        if running_until and running_until > now.isoformat():
+        holder = state.get("running_by")
+        if (
+            running_until
+            and running_until > now.isoformat()
+            and holder not in gone_owners(session, now)
+        ):
             return False
         state["running_until"] = (now + SYNC_LEASE).isoformat()
+        state["running_by"] = process_id()
         connection.sync_watermark = state
     return True
 
@@ -57,6 +71,7 @@ def _drop_sync_lease(connection_id: str) -> None:
         if connection is not None and connection.sync_watermark:
             state = dict(connection.sync_watermark)
             state.pop("running_until", None)
+            state.pop("running_by", None)
             connection.sync_watermark = state
 
 
@@ -135,19 +150,33 @@ def _due_for_sync(connection: Connection, default_minutes: int) -> bool:
 
 @periodic_task(crontab(minute="*"))
 def reconcile() -> None:
-    """Find due work in the database and ring its doorbell."""
+    """Find due work in the database and ring its doorbell.
+
+    Paused and parked connections are skipped: their events wait, silently, until
+    the connection is active again. A deal already rung is rung again only when its
+    doorbell is older than :data:`DOORBELL_STALE` (its job was lost).
+    """
     runtime = get_runtime()
     settings = runtime.settings
     now = utcnow()
     with session_scope(runtime.sessions) as session:
         for connection_id in due_connection_ids(session, now):
-            send_writebacks(connection_id)
+            enqueue_after_commit(session, send_writebacks, connection_id)
         grace = timedelta(seconds=settings.webhook_coalesce_seconds + 30)
-        for connection_id, deal_id in stale_received(session, now - grace):
-            review_deal_events(connection_id, deal_id)
+        by_connection: dict[str, list[str]] = {}
+        for connection_id, deal_id in unrung_waiting(session, now - grace):
+            by_connection.setdefault(connection_id, []).append(deal_id)
+        for connection_id, deal_ids in by_connection.items():
+            rung = ring(session, connection_id, deal_ids, now)
+            enqueue_reviews_after_commit(session, connection_id, rung)
+        again: dict[str, list[str]] = {}
+        for connection_id, deal_id in stale_doorbells(session, now - DOORBELL_STALE):
+            again.setdefault(connection_id, []).append(deal_id)
+        for connection_id, deal_ids in again.items():
+            enqueue_reviews_after_commit(session, connection_id, deal_ids)
         active = session.scalars(
             select(Connection).where(Connection.status == ConnectionStatus.ACTIVE)
         ).all()
         for connection in active:
             if _due_for_sync(connection, settings.sync_interval_minutes):
-                sync_connection_task(connection.id)
+                enqueue_after_commit(session, sync_connection_task, connection.id)

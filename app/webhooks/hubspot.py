@@ -22,7 +22,7 @@ portal with no connection (logged, not stored: HubSpot would retry a 4xx for
 401 when no configured secret verifies the request (or the timestamp is over
 5 minutes old or in the future); 400 for a body that is not a JSON array of
 events; 413 over 1 MiB. Storing goes through the inbox service
-(``app.webhooks.service.store_events``), like every other CRM.
+(``app.webhooks.writer.store_delivery``), like every other CRM.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import RuntimeDep
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.config import Settings
-from app.connections.models import Connection, ConnectionStatus, Provider
+from app.connections.models import Connection, Provider
 from app.connections.service import previous_webhook_secret_of, webhook_secret_of
-from app.db import utcnow
+from app.db import is_lock_error, utcnow
 from app.runtime import Runtime
 from app.security.crypto import SecretBox, SecretDecryptError
-from app.webhooks.router import MAX_BODY_BYTES, enqueue_reviews
-from app.webhooks.service import deals_needing_a_job, store_events
-from integrations.base import WebhookRejected
+from app.webhooks.router import MAX_BODY_BYTES, STORE_TRIES
+from app.webhooks.writer import store_delivery
+from integrations.base import WebhookEvent, WebhookRejected
 from integrations.hubspot.signature import SignatureError, verify_v3
 from integrations.hubspot.webhooks import parse_batch, portal_ids
 
@@ -173,6 +173,31 @@ async def hubspot_webhook(request: Request, runtime: RuntimeDep) -> Response:
     return await run_in_threadpool(receive_hubspot, runtime, url, headers, body)
 
 
+def _store(
+    runtime: Runtime,
+    connection: Connection,
+    events: list[WebhookEvent],
+    headers: Mapping[str, str],
+    body: bytes,
+) -> None:
+    """Store one connection's events; a busy database is tried again, then a 503 (HubSpot
+    delivers again), never a lost event."""
+    for attempt in range(1, STORE_TRIES + 1):
+        try:
+            store_delivery(runtime.sessions, connection, events, headers, body)
+            return
+        except Exception as exc:
+            if not is_lock_error(exc):
+                raise
+            logger.warning(
+                "HubSpot webhook for %s: the database stayed busy (try %d of %d)",
+                connection.id,
+                attempt,
+                STORE_TRIES,
+            )
+    raise Problem(503, "the service is busy; retry the delivery", headers={"Retry-After": "5"})
+
+
 def receive_hubspot(
     runtime: Runtime, url: str, headers: Mapping[str, str], body: bytes
 ) -> Response:
@@ -198,23 +223,16 @@ def receive_hubspot(
                 sum(1 for e in events if e.portal_id not in by_portal),
                 ", ".join(unknown[:5]),
             )
-        connection_ids = [c.id for c in verified.connections]
-        for connection_id in connection_ids:
-            connection = session.get(Connection, connection_id)
+        deliveries: list[tuple[Connection, list[WebhookEvent]]] = []
+        for candidate in verified.connections:
+            connection = session.get(Connection, candidate.id)
             if connection is None:
                 continue
             mine = [e.event for e in events if e.portal_id == connection.external_account_id]
-            if not mine:
-                continue
-            stored = store_events(session, connection, mine, headers, body)
-            deal_ids = deals_needing_a_job(session, connection.id, stored.new)
-            if connection.status == ConnectionStatus.ACTIVE and deal_ids:
-                try:
-                    enqueue_reviews(
-                        runtime.settings.webhook_coalesce_seconds, connection.id, deal_ids
-                    )
-                except Exception:
-                    # The events are committed: the reconciler rings their doorbell later.
-                    logger.exception("enqueueing reviews for %s failed", connection.id)
-            session.commit()
+            if mine:
+                deliveries.append((connection, mine))
+    # One write per connection: every event and the doorbells, committed (with other
+    # requests' deliveries on SQLite) before the answer; the review jobs leave after it.
+    for connection, mine in deliveries:
+        _store(runtime, connection, mine, headers, body)
     return Response(content=f'{{"received":{len(events)}}}'.encode(), media_type="application/json")

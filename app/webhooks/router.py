@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_cursor, encode_cursor
 from app.api.problems import PROBLEM_RESPONSES, Problem
-from app.connections.models import Connection, ConnectionStatus, Provider
+from app.connections.models import Connection, Provider
 from app.connections.service import (
     context_for,
     previous_token_hash_of,
@@ -27,11 +27,11 @@ from app.connections.service import (
     token_hash,
     webhook_secret_of,
 )
-from app.db import utcnow
-from app.reviews.tasks import review_deal_events
+from app.db import is_lock_error, utcnow
 from app.runtime import Runtime
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
-from app.webhooks.service import body_preview, deals_needing_a_job, replay, store_events
+from app.webhooks.service import body_preview, enqueue_reviews_after_commit, replay
+from app.webhooks.writer import store_delivery
 from integrations.base import InboundRequest, WebhookParser, WebhookRejected
 from integrations.registry import webhook_parser_for
 
@@ -44,9 +44,8 @@ router = APIRouter(
 )
 
 
-def enqueue_reviews(runtime_delay: float, connection_id: str, deal_ids: list[str]) -> None:
-    for deal_id in deal_ids:
-        review_deal_events.enqueue_in(runtime_delay, connection_id, deal_id)
+#: Tries of a delivery's one write when the database's writer stays busy, before a 503.
+STORE_TRIES = 3
 
 
 async def _inbound(request: Request, runtime: Runtime, path: str | None = None) -> InboundRequest:
@@ -132,6 +131,30 @@ def receive(
     URL (Salesforce Outbound Messages); a wrong one gets the same 404 as an
     unknown connection. The reply is the parser's (``WebhookParse.reply_body``).
     """
+    for attempt in range(1, STORE_TRIES + 1):
+        try:
+            return _receive_once(runtime, provider, connection_id, inbound, parser, url_token)
+        except Exception as exc:
+            if not is_lock_error(exc):
+                raise
+            logger.warning(
+                "webhook for %s: the database stayed busy (try %d of %d)",
+                connection_id,
+                attempt,
+                STORE_TRIES,
+            )
+    # Nothing was stored: the CRM retries the delivery (Salesforce for 24 h).
+    raise Problem(503, "the service is busy; retry the delivery", headers={"Retry-After": "5"})
+
+
+def _receive_once(
+    runtime: Runtime,
+    provider: Provider,
+    connection_id: str,
+    inbound: InboundRequest,
+    parser: WebhookParser,
+    url_token: str | None,
+) -> Response:
     with runtime.sessions() as session:
         connection = session.get(Connection, connection_id)
         if (
@@ -140,10 +163,11 @@ def receive(
             or not _url_token_ok(connection, url_token)
         ):
             raise Problem(404, "no such webhook endpoint")
+        secret = webhook_secret_of(runtime.box, connection)
         context = context_for(runtime.box, connection)
         try:
             try:
-                parsed = parser(inbound, context, webhook_secret_of(runtime.box, connection))
+                parsed = parser(inbound, context, secret)
             except WebhookRejected as exc:
                 # Signed before the secret was rotated: the old one, within its grace.
                 previous = previous_webhook_secret_of(runtime.box, connection)
@@ -153,14 +177,9 @@ def receive(
         except WebhookRejected as exc:
             logger.info("webhook for %s rejected: %s", connection_id, exc)
             raise Problem(exc.status, str(exc)) from None
-        stored = store_events(session, connection, parsed.events, inbound.headers, inbound.body)
-        deal_ids = deals_needing_a_job(session, connection.id, stored.new)
-        if connection.status == ConnectionStatus.ACTIVE and deal_ids:
-            try:
-                enqueue_reviews(runtime.settings.webhook_coalesce_seconds, connection.id, deal_ids)
-            except Exception:
-                # The events are committed: the reconciler rings their doorbell later.
-                logger.exception("enqueueing reviews for %s failed", connection_id)
+    # One write: every event and the doorbells, committed (with other requests' deliveries
+    # on SQLite) before the answer; the review jobs leave after the commit.
+    store_delivery(runtime.sessions, connection, parsed.events, inbound.headers, inbound.body)
     return Response(
         content=parsed.reply_body or b'{"status":"ok"}',
         media_type=parsed.reply_content_type,
@@ -231,6 +250,7 @@ def replay_delivery(
         raise Problem(409, "the delivery's connection was deleted")
     replay(session, row)
     out = delivery_out(row)
+    deal_ids = [deal_id for deal_id in row.deal_external_ids or [] if deal_id]
+    enqueue_reviews_after_commit(session, row.connection_id, deal_ids, delay=0)
     session.commit()
-    enqueue_reviews(0, row.connection_id, list(row.deal_external_ids or []))
     return out

@@ -65,6 +65,9 @@ class WriteBack(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """Set while a sender holds the row (its lease); results are recorded only by the
     holder of the claim (``attempts`` as the claim's version)."""
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    """The process holding the claim (``app.leases.PROCESS_ID``): once that process is
+    gone (:func:`app.leases.gone_owners`), the claim is taken over before its lease ends."""
     last_error: Mapped[str | None] = mapped_column(Text)
     external_id: Mapped[str | None] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -73,3 +76,18 @@ class WriteBack(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RetiredAccount(Base):
+    """A CRM account (org, portal) that had a connection which was deleted.
+
+    Notes carry a marker scoped to the account, not to our connection row, so a
+    connection created again for the account finds the notes the old one wrote:
+    while an account is listed here (or has another connection), a deal's first
+    note through a connection is looked up by its marker before it is written.
+    """
+
+    __tablename__ = "retired_accounts"
+
+    account_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from app.connections.models import Connection, Provider
 from app.db import utcnow
-from app.writeback.models import WriteBack, WriteBackState, WriteBackTarget
+from app.leases import gone_owners, process_id
+from app.writeback.models import RetiredAccount, WriteBack, WriteBackState, WriteBackTarget
 from integrations.base import (
     AuthError,
     CrmProvider,
@@ -60,6 +62,63 @@ def dedupe_key(connection_id: str, deal_id: str, target: str, marker: str) -> st
     """Unique per intended write; hashed so that long CRM ids never get truncated."""
     digest = hashlib.sha256(f"{connection_id}|{deal_id}|{target}|{marker}".encode()).hexdigest()
     return f"{target}:{digest}"
+
+
+def marker_scope(connection: Connection) -> str:
+    """What a note's marker is scoped to: the CRM account (Salesforce org, HubSpot
+    portal), not our connection row, so a connection deleted and created again for
+    the same account computes the same markers and finds its notes."""
+    account = (connection.external_account_id or "").strip()
+    if not account:
+        return connection.id
+    if connection.provider == Provider.SALESFORCE:
+        account = account[:15]  # 15- and 18-character forms of one org id
+    return f"{connection.provider}:{account}"
+
+
+def retire_account(session: Session, connection: Connection) -> None:
+    """Remember the connection's account before the connection is deleted."""
+    key = marker_scope(connection)
+    if key != connection.id and session.get(RetiredAccount, key) is None:
+        session.add(RetiredAccount(account_key=key))
+        session.flush()
+
+
+def to_look_up(session: Session, connection: Connection, rows: Sequence[WriteBack]) -> set[str]:
+    """Ids of the note and task rows to look up by marker before their first write:
+    when the account had another connection (deleted, or alive beside this one), a
+    deal's notes until this connection has written one there may exist already."""
+    notes = [row for row in rows if row.target != WriteBackTarget.SUMMARY_FIELDS]
+    if not notes:
+        return set()
+    key = marker_scope(connection)
+    shared = session.get(RetiredAccount, key) is not None or (
+        key != connection.id
+        and session.scalar(
+            select(Connection.id).where(
+                Connection.id != connection.id,
+                Connection.provider == connection.provider,
+                Connection.external_account_id == connection.external_account_id,
+            )
+        )
+        is not None
+    )
+    if not shared:
+        return set()
+    deals = {row.deal_external_id for row in notes}
+    written = set(
+        session.scalars(
+            select(WriteBack.deal_external_id)
+            .where(
+                WriteBack.connection_id == connection.id,
+                WriteBack.deal_external_id.in_(deals),
+                WriteBack.state == WriteBackState.WRITTEN,
+                WriteBack.target != WriteBackTarget.SUMMARY_FIELDS,
+            )
+            .distinct()
+        )
+    )
+    return {row.id for row in notes if row.deal_external_id not in written}
 
 
 def add_writeback(
@@ -147,12 +206,20 @@ def superseded_rows(session: Session, rows: Sequence[WriteBack]) -> set[str]:
     return set(session.scalars(query))
 
 
+def _due(session: Session, now: datetime) -> ColumnElement[bool]:
+    """Due rows: their time has come, or their claim is held by a process that is gone
+    (killed, crashed): taken over at once rather than at the end of the lease."""
+    gone = gone_owners(session, now)
+    when = WriteBack.next_attempt_at <= now
+    if gone:
+        when = or_(when, WriteBack.claimed_by.in_(gone))
+    return and_(WriteBack.state.in_(_DUE_STATES), when)
+
+
 def due_writebacks(
     session: Session, connection_id: str | None, now: datetime, limit: int
 ) -> list[WriteBack]:
-    query = select(WriteBack).where(
-        WriteBack.state.in_(_DUE_STATES), WriteBack.next_attempt_at <= now
-    )
+    query = select(WriteBack).where(_due(session, now))
     if connection_id is not None:
         query = query.where(WriteBack.connection_id == connection_id)
     return list(session.scalars(query.order_by(WriteBack.next_attempt_at).limit(limit)))
@@ -160,11 +227,7 @@ def due_writebacks(
 
 def due_connection_ids(session: Session, now: datetime) -> list[str]:
     """Connections with write-backs due now (for the reconciler)."""
-    query = (
-        select(WriteBack.connection_id)
-        .where(WriteBack.state.in_(_DUE_STATES), WriteBack.next_attempt_at <= now)
-        .distinct()
-    )
+    query = select(WriteBack.connection_id).where(_due(session, now)).distinct()
     return list(session.scalars(query))
 
 
@@ -180,6 +243,7 @@ def claim(session: Session, rows: Sequence[WriteBack], now: datetime) -> list[Cl
     """Claim rows for sending: only those no one else claimed since they were read."""
     claimed = []
     lease_end = now + CLAIM_LEASE
+    owner = process_id()
     for row in rows:
         result = session.execute(
             update(WriteBack)
@@ -188,7 +252,12 @@ def claim(session: Session, rows: Sequence[WriteBack], now: datetime) -> list[Cl
                 WriteBack.attempts == row.attempts,
                 WriteBack.state.in_(_DUE_STATES),
             )
-            .values(attempts=row.attempts + 1, next_attempt_at=lease_end, claimed_until=lease_end)
+            .values(
+                attempts=row.attempts + 1,
+                next_attempt_at=lease_end,
+                claimed_until=lease_end,
+                claimed_by=owner,
+            )
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
@@ -219,7 +288,7 @@ def _guarded(session: Session, claim_: Claim, **values: object) -> bool:
     result = session.execute(
         update(WriteBack)
         .where(WriteBack.id == claim_.id, WriteBack.attempts == claim_.attempts)
-        .values(claimed_until=None, **values)
+        .values(claimed_until=None, claimed_by=None, **values)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -297,11 +366,15 @@ def note_request(row: WriteBack) -> NoteRequest:
 
 
 def send(
-    provider: CrmProvider, rows: Sequence[WriteBack], claims: Sequence[Claim]
+    provider: CrmProvider,
+    rows: Sequence[WriteBack],
+    claims: Sequence[Claim],
+    look_up: Collection[str] = (),
 ) -> list[Outcome]:
     """Send claimed rows through the provider; one outcome per row.
 
-    Rows that may have been sent before are looked up by marker first. Notes
+    Rows that may have been sent before (a retry, or an id in ``look_up``: see
+    :func:`to_look_up`) are looked up by marker first. Notes
     and tasks go in one batch call (results in the batch's order), summary
     fields in another. ``AuthError`` and a whole-call ``RetriableError`` are
     raised for the task, which releases the claims; any other error of a
@@ -316,7 +389,7 @@ def send(
         if row.target == WriteBackTarget.SUMMARY_FIELDS:
             summaries.append(row)  # rewriting the same values is harmless: no lookup
             continue
-        if claim_.attempts > 1:
+        if claim_.attempts > 1 or row.id in look_up:
             try:
                 found = provider.find_note(row.deal_external_id, row.marker)
             except (AuthError, RetriableError):

@@ -24,6 +24,7 @@ from app.writeback.service import (
     release,
     send,
     superseded_rows,
+    to_look_up,
 )
 from integrations.base import AuthError, RetriableError
 from integrations.registry import provider_for
@@ -71,11 +72,15 @@ def send_writebacks(connection_id: str) -> None:
                 ids = [c.id for c in claims]
                 rows = list(session.scalars(select(WriteBack).where(WriteBack.id.in_(ids))))
                 replaced = superseded_rows(session, rows)
-                claim_of = {c.id: c for c in claims}
-                outcomes = [Outcome(claim_of[row_id], superseded=True) for row_id in replaced]
-                fresh = [row for row in rows if row.id not in replaced]
-                if fresh:
-                    outcomes += send(provider_for(context, runtime.settings), fresh, claims)
+                look_up = to_look_up(session, connection, rows)
+            claim_of = {c.id: c for c in claims}
+            outcomes = [Outcome(claim_of[row_id], superseded=True) for row_id in replaced]
+            fresh = [row for row in rows if row.id not in replaced]
+            if fresh:
+                # No transaction is open during the CRM calls.
+                provider = provider_for(context, runtime.settings)
+                outcomes += send(provider, fresh, claims, look_up)
+            with session_scope(runtime.sessions) as session:
                 written, recovered, failed = record(session, outcomes, utcnow())
             logger.info(
                 "connection %s: %d written, %d recovered, %d failed",

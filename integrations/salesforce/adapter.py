@@ -1352,7 +1352,7 @@ class SalesforceProvider:
 
     def _delete_orphans(self, note_ids: list[str]) -> None:
         """Delete ContentNotes whose link failed, 25 per ``composite`` call (best effort:
-        they are visible only to the integration user, and :meth:`find_note` ignores them)."""
+        they are visible only to the integration user; :meth:`find_note` links one it finds)."""
         base = f"/services/data/v{API_VERSION}/sobjects/ContentNote"
         valid = [note_id for note_id in note_ids if _ANY_ID.fullmatch(note_id)]
         for start in range(0, len(valid), COMPOSITE_LIMIT):
@@ -1397,16 +1397,29 @@ class SalesforceProvider:
             links = self._query_all(
                 "note link search",
                 format_soql(
-                    "SELECT ContentDocumentId FROM ContentDocumentLink "
-                    "WHERE LinkedEntityId = {} AND ContentDocumentId IN {}",
-                    deal_id,
+                    "SELECT ContentDocumentId, LinkedEntityId FROM ContentDocumentLink "
+                    "WHERE ContentDocumentId IN {}",
                     candidates,
                 ),
             )
-            linked = {str(row.get("ContentDocumentId", ""))[:15] for row in links}
+            linked_to: dict[str, set[str]] = {}
+            for row in links:
+                document = str(row.get("ContentDocumentId", ""))[:15]
+                linked_to.setdefault(document, set()).add(str(row.get("LinkedEntityId", ""))[:15])
             for candidate in candidates:
-                if candidate[:15] in linked:
+                if deal_id[:15] in linked_to.get(candidate[:15], set()):
                     return candidate
+            # Linked to no record (only to its owner): a note whose link was lost.
+            unlinked = [
+                candidate
+                for candidate in candidates
+                if not any(
+                    not entity.startswith(_USER_PREFIX)
+                    for entity in linked_to.get(candidate[:15], set())
+                )
+            ]
+            if unlinked:
+                return self._link_found(deal_id, unlinked)
         tasks = self._query_all(
             "task search",
             format_soql(
@@ -1419,6 +1432,22 @@ class SalesforceProvider:
             if str(row.get("Subject", "")).endswith(suffix) and isinstance(row.get("Id"), str):
                 return str(row["Id"])
         return None
+
+    def _link_found(self, deal_id: str, note_ids: list[str]) -> str:
+        """Notes with the marker but no link to the deal: a batch whose answer was lost
+        (a timeout after Salesforce created the note, before or without its link). The
+        first is linked now, rather than a second note written; any others are deleted,
+        so the retry leaves neither an orphan nor a duplicate."""
+        keep, extra = note_ids[0], note_ids[1:]
+        link = _link_record(keep, deal_id)
+        link.pop("attributes")
+        self._call(
+            "note link",
+            lambda sf: sf.restful("sobjects/ContentDocumentLink", method="POST", json=link),
+        )
+        if extra:
+            self._delete_orphans(extra)
+        return keep
 
     def update_summaries(self, updates: Sequence[SummaryUpdate]) -> list[SummaryResult]:
         results: list[SummaryResult | None] = [None] * len(updates)
@@ -1659,6 +1688,10 @@ def _content_note_record(note: NoteRequest) -> dict[str, Any]:
         "Title": _titled(note.title, note.marker),
         "Content": base64.b64encode(html.encode("utf-8")).decode("ascii"),
     }
+
+
+#: Key prefix of User ids: every ContentNote is linked to its owner.
+_USER_PREFIX = "005"
 
 
 def _link_record(note_id: str, deal_id: str) -> dict[str, Any]:

@@ -241,6 +241,22 @@ def _notifications(body: bytes) -> Element:
     return notifications
 
 
+_NOTIFICATION_SPAN = re.compile(
+    rb"<(?:[A-Za-z_][\w.-]*:)?Notification[\s>].*?</(?:[A-Za-z_][\w.-]*:)?Notification\s*>",
+    re.DOTALL,
+)
+
+
+def _notification_texts(body: bytes, count: int) -> list[str] | None:
+    """Each Notification's own text, cut from the body as received (kept as the event's
+    detail; re-serialising the parsed element costs more than the rest of the parse).
+    None when the cut does not find exactly ``count`` of them: the caller serialises."""
+    spans = _NOTIFICATION_SPAN.findall(body)
+    if len(spans) != count:
+        return None
+    return [span.decode("utf-8", errors="replace") for span in spans]
+
+
 def parse_outbound_message(
     request: InboundRequest, connection: ConnectionContext, secret: str | None
 ) -> WebhookParse:
@@ -267,7 +283,8 @@ def parse_outbound_message(
         )
     org = _org_key(connection)
     events: list[WebhookEvent] = []
-    for item in items:
+    raw = _notification_texts(request.body, len(items))
+    for index, item in enumerate(items):
         notification_id = _text(_child(item, OUTBOUND_NS, "Id"))
         sobject = _child(item, OUTBOUND_NS, "sObject")
         if not notification_id or len(notification_id) > _MAX_EVENT_ID or sobject is None:
@@ -278,7 +295,7 @@ def parse_outbound_message(
                 _identity(org, notification_id),
                 _text(_child(sobject, SOBJECT_NS, "Id")),
                 _sobject_time(sobject),
-                tostring(item, encoding="unicode"),
+                raw[index] if raw is not None else tostring(item, encoding="unicode"),
                 opportunity=not declared or declared.rpartition(":")[2] == "Opportunity",
             )
         )

@@ -27,11 +27,15 @@ EXPECTED_TABLES = {
     "connections",
     "deal_history",
     "deal_snapshots",
+    "leases",
     "oauth_attempts",
     "playbooks",
+    "process_heartbeats",
     "prompt_feedback",
+    "retired_accounts",
     "reviews",
     "webhook_deliveries",
+    "webhook_inbox_deals",
     "writebacks",
 }
 
