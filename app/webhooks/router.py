@@ -28,6 +28,7 @@ from app.connections.service import (
     webhook_secret_of,
 )
 from app.db import utcnow
+from app.failpoints import failpoint
 from app.reviews.tasks import review_deal_events
 from app.runtime import Runtime
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
@@ -154,6 +155,7 @@ def receive(
             logger.info("webhook for %s rejected: %s", connection_id, exc)
             raise Problem(exc.status, str(exc)) from None
         stored = store_events(session, connection, parsed.events, inbound.headers, inbound.body)
+        failpoint("after_inbox_insert")
         deal_ids = deals_needing_a_job(session, connection.id, stored.new)
         if connection.status == ConnectionStatus.ACTIVE and deal_ids:
             try:

@@ -11,6 +11,7 @@ from app.connections.models import Connection, ConnectionStatus
 from app.connections.runner import Parked, park, refresh_once
 from app.connections.service import context_for
 from app.db import session_scope, utcnow
+from app.failpoints import failpoint
 from app.jobs import task
 from app.ratelimit import pause, paused_for
 from app.runtime import Runtime, get_runtime
@@ -75,7 +76,9 @@ def send_writebacks(connection_id: str) -> None:
                 outcomes = [Outcome(claim_of[row_id], superseded=True) for row_id in replaced]
                 fresh = [row for row in rows if row.id not in replaced]
                 if fresh:
+                    failpoint("before_crm_call")
                     outcomes += send(provider_for(context, runtime.settings), fresh, claims)
+                    failpoint("after_crm_call")
                 written, recovered, failed = record(session, outcomes, utcnow())
             logger.info(
                 "connection %s: %d written, %d recovered, %d failed",
