@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.connections.models import Connection
 from app.connections.runner import Parked, with_provider
 from app.db import is_lock_error, session_scope, utcnow
+from app.failpoints import failpoint
 from app.jobs import enqueue_after_commit, task
 from app.ratelimit import pause, paused_for
 from app.reviews.models import ReviewTrigger
@@ -109,6 +110,7 @@ def _review_deal(connection_id: str, deal_id: str) -> bool:
 
     try:
         with_provider(runtime, connection_id, work)
+        failpoint("after_review")
     except Parked as parked:
         logger.debug("review of %s waits: %s", deal_id, parked)
         return False

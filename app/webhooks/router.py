@@ -28,6 +28,7 @@ from app.connections.service import (
     webhook_secret_of,
 )
 from app.db import is_lock_error, utcnow
+from app.failpoints import failpoint
 from app.runtime import Runtime
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
 from app.webhooks.service import body_preview, enqueue_reviews_after_commit, replay
@@ -180,6 +181,7 @@ def _receive_once(
     # One write: every event and the doorbells, committed (with other requests' deliveries
     # on SQLite) before the answer; the review jobs leave after the commit.
     store_delivery(runtime.sessions, connection, parsed.events, inbound.headers, inbound.body)
+    failpoint("after_inbox_insert")
     return Response(
         content=parsed.reply_body or b'{"status":"ok"}',
         media_type=parsed.reply_content_type,

@@ -11,6 +11,7 @@ from app.connections.models import Connection, ConnectionStatus
 from app.connections.runner import Parked, park, refresh_once
 from app.connections.service import context_for
 from app.db import session_scope, utcnow
+from app.failpoints import failpoint
 from app.jobs import task
 from app.ratelimit import pause, paused_for
 from app.runtime import Runtime, get_runtime
@@ -79,7 +80,9 @@ def send_writebacks(connection_id: str) -> None:
             if fresh:
                 # No transaction is open during the CRM calls.
                 provider = provider_for(context, runtime.settings)
+                failpoint("before_crm_call")
                 outcomes += send(provider, fresh, claims, look_up)
+                failpoint("after_crm_call")
             with session_scope(runtime.sessions) as session:
                 written, recovered, failed = record(session, outcomes, utcnow())
             logger.info(
