@@ -159,6 +159,11 @@ def with_provider(
         except _RefreshNeeded as needed:
             refresh_once(runtime, connection_id, needed.stale)
         except AuthError as exc:
+            if exc.refreshable:
+                # The session expired again right after a successful refresh (an org
+                # that logged every session out twice in a row): the refresh token
+                # still works, so this is worth another try later, not an admin's time.
+                raise RetriableError(f"credentials expired again after a refresh: {exc}") from None
             park(runtime, connection_id, str(exc))
             raise Parked(str(exc)) from None
     raise Parked(f"connection {connection_id}: credentials refused after a refresh")
