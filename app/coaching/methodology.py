@@ -6,11 +6,12 @@ from app.coaching.playbook import CompiledElement, CompiledSource
 from app.coaching.results import (
     SEVERITIES,
     ElementJudgement,
+    ElementStatus,
     Evidence,
     Severity,
     Signal,
 )
-from app.coaching.signals import ReviewContext, scale_severity
+from app.coaching.signals import ReviewContext, roles_present, scale_severity
 from app.coaching.snapshot import DealSnapshot
 from app.coaching.vocabulary import PHASE_INDEX
 
@@ -28,9 +29,15 @@ def judge_element(
     tried. Nothing found is ``absent``, judged from the first source.
     """
     ambiguous: ElementJudgement | None = None
+    # Whether the organisation has a place for the element (a field it records,
+    # contact roles); free text alone is its place only when it has no other.
+    place = False
+    structured = False
     for source in element.sources:
         found: ElementJudgement | None = None
         if source.kind == "field":
+            structured = True
+            place = place or any(deal.records(name) for name in source.names)
             for name in source.names:
                 raw = deal.fields.get(name)
                 if raw is None:
@@ -51,6 +58,8 @@ def judge_element(
                 # A placeholder ("TBD") is kept, but the element's other fields may confirm it.
                 found = found or judged
         elif source.kind == "contact_roles":
+            structured = True
+            place = place or (deal.contacts_known and deal.roles_recorded)
             for role in source.names:
                 holder = context.roles.get(role)
                 if holder is not None:
@@ -65,15 +74,20 @@ def judge_element(
                     break
         else:
             found = _keyword(element, source, context, expected)
+            if found is not None and structured and not place:
+                # Where the CRM has no place for the element, the rep's own words are
+                # the record: a mention confirms it.
+                found.status = "confirmed"
         if found is not None:
             if found.status == "confirmed":
                 return found
             ambiguous = ambiguous or found
     if ambiguous is not None:
+        if structured and not place:
+            ambiguous.status = "confirmed"
         return ambiguous
-    return ElementJudgement(
-        element.key, element.label, "absent", element.absent_source, None, expected
-    )
+    status: ElementStatus = "absent" if place or not structured else "not_recorded"
+    return ElementJudgement(element.key, element.label, status, element.absent_source, None, expected)
 
 
 def _keyword(
@@ -117,11 +131,15 @@ def methodology(
     judgements = []
     gaps: list[Signal] = []
     raise_gaps = deal.is_open and "methodology_gap" in playbook.enabled
+    unrecorded: list[tuple[CompiledElement, ElementJudgement]] = []
     for element in playbook.elements:
         expected = deal.is_open and phase_index >= element.from_index
         judgement = judge_element(element, deal, context, expected)
         judgements.append(judgement)
         if not (raise_gaps and expected) or judgement.status == "confirmed":
+            continue
+        if judgement.status == "not_recorded":
+            unrecorded.append((element, judgement))
             continue
         late = phase_index - element.from_index >= 2
         absent = judgement.status == "absent"
@@ -129,6 +147,10 @@ def methodology(
         severity = scale_severity(base, context)
         if not absent and severity == "high":
             severity = "medium"  # a mention is not proof, but it is not silence either
+        if not _field_recorded(element, deal):
+            # Only contact roles hold it: a weak place (orgs label some contacts only,
+            # and many role lists lack e.g. "Champion"), so never more than low.
+            severity = "low"
         gaps.append(
             Signal(
                 code="methodology_gap",
@@ -145,6 +167,8 @@ def methodology(
                 facts={
                     "element_label": element.label,
                     "status": judgement.status,
+                    "source": judgement.source or element.key,
+                    "roles_present": roles_present(deal),
                     "stage": deal.stage.label,
                     "deal": deal.name,
                 },
@@ -152,4 +176,72 @@ def methodology(
                 status=judgement.status,
             )
         )
+    needed = _most_needed(unrecorded, context)
+    if needed is not None:
+        element, judgement = needed
+        gaps.append(
+            Signal(
+                code="methodology_gap",
+                severity="low",
+                message=(
+                    f"{element.label} is not recorded in the CRM: no field or contact "
+                    "role on the deal holds it"
+                ),
+                evidence=(
+                    Evidence(
+                        judgement.source or element.key,
+                        None,
+                        None,
+                        f"not recorded in the CRM; {element.expected_note}",
+                    ),
+                ),
+                facts={
+                    "element_label": element.label,
+                    "status": "not_recorded",
+                    "source": judgement.source or element.key,
+                    "not_recorded": 1,
+                    "stage": deal.stage.label,
+                    "deal": deal.name,
+                },
+                element=element.key,
+                status="not_recorded",
+            )
+        )
     return tuple(judgements), gaps
+
+
+def _field_recorded(element: CompiledElement, deal: DealSnapshot) -> bool:
+    """Whether the organisation records a field for the element."""
+    return any(
+        deal.records(name)
+        for source in element.sources
+        if source.kind == "field"
+        for name in source.names
+    ) or not any(source.kind == "contact_roles" for source in element.sources)
+
+
+def _most_needed(
+    unrecorded: list[tuple[CompiledElement, ElementJudgement]], context: ReviewContext
+) -> tuple[CompiledElement, ElementJudgement] | None:
+    """Of the elements the organisation does not record, the one the phase most needs.
+
+    That is the element due most recently (the latest ``from_phase`` up to the deal's
+    phase; playbook order breaks ties) that has a question for this phase; for a
+    renewal, the playbook's ``renewal_element`` when it is among them.
+    """
+    playbook = context.playbook
+    choices = playbook.question_choices
+    askable = [
+        item for item in unrecorded if (f"element:{item[0].key}", context.phase) in choices
+    ]
+    if not askable:
+        return None
+    if context.renewal and playbook.renewal_element is not None:
+        for item in askable:
+            if item[0].key == playbook.renewal_element:
+                return item
+    best = askable[0]
+    for item in askable[1:]:
+        if item[0].from_index > best[0].from_index:
+            best = item
+    return best

@@ -15,7 +15,7 @@ from typing import Any, Literal
 Severity = Literal["low", "medium", "high"]
 Audience = Literal["manager", "rep"]
 Band = Literal["healthy", "at_risk", "critical"]
-ElementStatus = Literal["confirmed", "ambiguous", "absent"]
+ElementStatus = Literal["confirmed", "ambiguous", "absent", "not_recorded"]
 
 SEVERITY_RANK: Mapping[str, int] = {"low": 1, "medium": 2, "high": 3}
 SEVERITIES: tuple[Severity, Severity, Severity] = ("low", "medium", "high")
