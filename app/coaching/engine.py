@@ -75,16 +75,16 @@ def stage_clock(deal: DealSnapshot) -> tuple[datetime | None, bool, str]:
     history = deal.stage_history
     for change in reversed(history):
         if change.new is not None and change.new.key == key:
-            return change.at, True, "stage_history"
+            return change.at, True, "stage"
     start = deal.stage_history_from
     if history:
         # No recorded entry into the current stage: it began after the latest change.
-        return history[-1].at, False, "stage_history"
+        return history[-1].at, False, "stage"
     if start is None:
-        return None, False, "stage_history"
+        return None, False, "stage"
     if start - deal.created_at <= _CREATION_WINDOW:
-        return deal.created_at, True, "created_at"
-    return start, False, "stage_history"
+        return deal.created_at, True, "stage"
+    return start, False, "stage"
 
 
 def stage_entered_at(deal: DealSnapshot) -> datetime | None:
@@ -127,9 +127,9 @@ def health_of(
       severity counts too), or a score below ``healthy_min``;
     * ``healthy`` otherwise: a clean deal, or low risks only.
 
-    The score is then capped to agree with the band (below ``at_risk_min`` when
-    critical, below ``healthy_min`` when at risk). Adding a signal never raises the
-    score nor improves the band. ``phase`` picks the
+    The band is the verdict and the score is secondary: a severe risk makes a deal
+    critical whatever its score. Adding a signal never raises the score nor
+    improves the band. ``phase`` picks the
     questions (and so the topics) the deal is asked in; without it, a signal's topic
     is that of its first question with one.
     """
@@ -192,11 +192,6 @@ def health_of(
         band = "at_risk"
     else:
         band = "healthy"
-    # The score agrees with the band: a deal the risks make critical is not 76/100.
-    if band == "critical":
-        score = max(0, min(score, settings.at_risk_min - 1))
-    elif band == "at_risk":
-        score = min(score, settings.healthy_min - 1)
     return Health(score=score, band=band, penalties=tuple(penalties))
 
 

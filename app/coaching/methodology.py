@@ -29,8 +29,8 @@ def judge_element(
     tried. Nothing found is ``absent``, judged from the first source.
     """
     ambiguous: ElementJudgement | None = None
-    # Whether the organisation has a place for the element (a field it records,
-    # contact roles); free text alone is its place only when it has no other.
+    # Whether the organisation has a place for the element (a field it records);
+    # free text alone is its place only when it has no other source.
     place = False
     structured = False
     for source in element.sources:
@@ -58,8 +58,10 @@ def judge_element(
                 # A placeholder ("TBD") is kept, but the element's other fields may confirm it.
                 found = found or judged
         elif source.kind == "contact_roles":
+            # Roles confirm but are no place of their own: the role list is the org's
+            # (Salesforce's standard one has no "Champion"), so a missing role says
+            # nothing about whether the org records the element.
             structured = True
-            place = place or (deal.contacts_known and deal.roles_recorded)
             for role in source.names:
                 holder = context.roles.get(role)
                 if holder is not None:
@@ -147,10 +149,6 @@ def methodology(
         severity = scale_severity(base, context)
         if not absent and severity == "high":
             severity = "medium"  # a mention is not proof, but it is not silence either
-        if not _field_recorded(element, deal):
-            # Only contact roles hold it: a weak place (orgs label some contacts only,
-            # and many role lists lack e.g. "Champion"), so never more than low.
-            severity = "low"
         gaps.append(
             Signal(
                 code="methodology_gap",
@@ -208,16 +206,6 @@ def methodology(
             )
         )
     return tuple(judgements), gaps
-
-
-def _field_recorded(element: CompiledElement, deal: DealSnapshot) -> bool:
-    """Whether the organisation records a field for the element."""
-    return any(
-        deal.records(name)
-        for source in element.sources
-        if source.kind == "field"
-        for name in source.names
-    ) or not any(source.kind == "contact_roles" for source in element.sources)
 
 
 def _most_needed(

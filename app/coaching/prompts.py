@@ -11,7 +11,7 @@ from datetime import date, datetime
 
 from app.coaching.playbook import CompiledPlaybook, Question
 from app.coaching.results import SEVERITY_RANK, Prompt, Signal
-from app.coaching.signals import ReviewContext, spoken_date
+from app.coaching.signals import ReviewContext, quote_text, spoken_date
 from app.coaching.snapshot import DealSnapshot
 from app.coaching.vocabulary import PHASE_INDEX, SIGNAL_CODES
 
@@ -110,7 +110,9 @@ def common_facts(deal: DealSnapshot, today: date, renewal: bool) -> dict[str, ob
         "amount": f"{deal.amount:,.0f}" if deal.amount else "the quoted amount",
         "close_on": spoken_date(close, today) if close is not None else "the close date",
         "days_to_close": (close - today).days if close is not None else "",
+        "close_ahead": 1 if close is not None and close > today else 0,
         "renewal": 1 if renewal else 0,
+        "next_step": quote_text(deal.next_step) if deal.next_step else "",
     }
 
 
@@ -217,7 +219,9 @@ def build_prompts(
         topic = candidate.question.topic or candidate.question.id
         if topic in seen_topics:
             continue
-        if candidate.kind == 2:
+        if candidate.kind == 2 or (candidate.kind == 1 and candidate.signal.severity == "low"):
+            # Methodology asks every medium or high gap, and one question more: the
+            # element the phase needs among low gaps and what the CRM does not record.
             if discovery:
                 continue
             discovery = True

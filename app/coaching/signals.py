@@ -100,7 +100,7 @@ def spoken_date(value: date | datetime, today: date) -> str:
     return text if day.year == today.year else f"{text} {day.year}"
 
 
-def _quote(text: str, limit: int = 80) -> str:
+def quote_text(text: str, limit: int = 80) -> str:
     """Free text as a question quotes it: one line, at most ``limit`` characters."""
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
@@ -148,8 +148,8 @@ def roles_present(deal: DealSnapshot) -> str:
     for contact in deal.contacts:
         if not contact.roles:
             continue
-        roles = _quote(", ".join(contact.roles), 40)
-        named.append(f"{_quote(contact.name, 40)} ({roles})" if contact.name else roles)
+        roles = quote_text(", ".join(contact.roles), 40)
+        named.append(f"{quote_text(contact.name, 40)} ({roles})" if contact.name else roles)
         if len(named) == 3:
             break
     return ", ".join(named)
@@ -358,7 +358,7 @@ def next_step_vague(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     pricing = c.phase in _CLOSING_PHASES and _PRICING.search(plain) is not None
     if not pricing and not _VAGUE_NEXT_STEP.fullmatch(plain):
         return None
-    quoted = _quote(text)
+    quoted = quote_text(text)
     message = (
         f"Next step '{quoted}' talks price in {deal.stage.label}"
         if pricing
@@ -387,9 +387,9 @@ def single_threaded(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     who = ""
     if deal.contacts:
         first = deal.contacts[0]
-        role = _quote(first.roles[0], 40) if first.roles else ""
+        role = quote_text(first.roles[0], 40) if first.roles else ""
         if first.name:
-            who = f"{_quote(first.name, 60)} ({role})" if role else _quote(first.name, 60)
+            who = f"{quote_text(first.name, 60)} ({role})" if role else quote_text(first.name, 60)
         elif role:
             who = f"their {role}"
     return _signal(
@@ -506,7 +506,7 @@ def amount_decreased(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 Evidence(c.stage_entered_field, deal.stage.label, entered, "stage entered")
             )
     if facts["late"] and deal.next_step and _PRICING.search(deal.next_step.lower()):
-        facts["pricing_step"] = _quote(deal.next_step)
+        facts["pricing_step"] = quote_text(deal.next_step)
     return _signal(
         "amount_decreased",
         "high" if drop >= t.amount_decrease_high_ratio else "medium",
@@ -580,7 +580,7 @@ def forecast_mismatch(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     percent = round(deal.stage.probability * 100)
     ahead = (deal.close_date - c.today).days if deal.close_date is not None else -1
     evidence = [
-        Evidence("forecast_category", _quote(category, 40)),
+        Evidence("forecast_category", quote_text(category, 40)),
         Evidence("stage", deal.stage.label, None, f"probability {percent}%"),
     ]
     if deal.close_date is not None:
@@ -590,10 +590,10 @@ def forecast_mismatch(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         "high",
         deal,
         c,
-        f"Forecast {_quote(category, 40)} at {percent}% stage probability",
+        f"Forecast {quote_text(category, 40)} at {percent}% stage probability",
         tuple(evidence),
         {
-            "category": _quote(category, 40),
+            "category": quote_text(category, 40),
             "probability": percent,
             "closes_soon": ahead if 0 <= ahead <= c.thresholds.close_soon_days + 15 else 0,
         },
@@ -654,4 +654,11 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("deal_aging", deal_aging),
 )
 
-__all__ = ["RULES", "ReviewContext", "roles_present", "scale_severity", "spoken_date"]
+__all__ = [
+    "RULES",
+    "ReviewContext",
+    "quote_text",
+    "roles_present",
+    "scale_severity",
+    "spoken_date",
+]

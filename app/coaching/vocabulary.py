@@ -42,9 +42,19 @@ SIGNAL_CODES: tuple[str, ...] = get_args(SignalCode)
 
 #: The facts every question may use (``{name}`` placeholders), whatever its signal:
 #: the deal's stage, name, amount ("420,000" or "an unpriced"), close date
-#: ("31 January 2027" or "no close date") and days to it (negative once passed).
+#: ("31 January 2027" or "the close date"), days to it (negative once passed),
+#: whether it is a renewal, and its next step as quoted (empty when none).
 COMMON_FACTS: frozenset[str] = frozenset(
-    {"stage", "deal", "amount", "close_on", "days_to_close", "renewal"}
+    {
+        "stage",
+        "deal",
+        "amount",
+        "close_on",
+        "days_to_close",
+        "close_ahead",
+        "renewal",
+        "next_step",
+    }
 )
 #: The facts each signal provides besides the common ones. A question may also
 #: use facts a signal gives only sometimes (``when`` names them): missing ones
@@ -55,7 +65,7 @@ SIGNAL_FACTS: Mapping[str, frozenset[str]] = {
     "stalled_in_stage": frozenset({"days", "limit", "stage_days", "since", "at_least"}),
     "no_recent_activity": frozenset({"days", "last_on", "never"}),
     "next_step_missing": frozenset({"closes_ahead"}),
-    "next_step_vague": frozenset({"next_step", "pricing"}),
+    "next_step_vague": frozenset({"pricing"}),
     "single_threaded": frozenset({"contacts", "contact", "none"}),
     "no_economic_buyer": frozenset({"probability", "roles_present", "unknown"}),
     "amount_decreased": frozenset(
