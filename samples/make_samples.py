@@ -1280,7 +1280,7 @@ HS_DEALS: tuple[Deal, ...] = (
         close="2026-11-01",
         events=(
             ("2026-09-29 14:10:33", {"stage": "152003002"}),
-            ("2026-10-20 09:55:47", {"stage": "152003003"}),
+            ("2026-10-26 09:55:47", {"stage": "152003003"}),
         ),
         next_step="Waiting on their GM's signature",
         description="Renewal of the guest messaging platform for 11 hotels.",

@@ -137,8 +137,7 @@ def health_of(
     ordered = list(signals)
     penalty_of = playbook.penalties
     base = [
-        0 if signal.status == "not_recorded" else penalty_of[signal.severity]
-        for signal in ordered
+        0 if signal.status == "not_recorded" else penalty_of[signal.severity] for signal in ordered
     ]
     topics = [_topic(signal, playbook, phase) for signal in ordered]
     kept: dict[str, int] = {}
@@ -181,8 +180,10 @@ def health_of(
             elif topic not in high_topics:
                 high_topics.add(topic)
                 highs += 1
-        if signal.code == "close_date_passed" and signal.facts.get("late") and signal.facts.get(
-            "quiet"
+        if (
+            signal.code == "close_date_passed"
+            and signal.facts.get("late")
+            and signal.facts.get("quiet")
         ):
             severe = True
     band: Band

@@ -26,18 +26,18 @@ def judge_element(
 
     A source that confirms ends the search. An ambiguous finding (a placeholder
     value such as "TBD", or a keyword mention) is kept while later sources are
-    tried. Nothing found is ``absent``, judged from the first source.
+    tried. Nothing found is ``absent`` when the organisation has a place for the
+    element (a field it records; free text, for an element judged from text alone)
+    and ``not_recorded`` when it has none. Where it has none, the rep's own words
+    are the record: a keyword mention confirms the element. Contact roles confirm
+    but are no place of their own: the role list is the organisation's (Salesforce's
+    standard one has no "Champion"), so a missing role says nothing about whether it
+    records the element.
     """
     ambiguous: ElementJudgement | None = None
-    # Whether the organisation has a place for the element (a field it records);
-    # free text alone is its place only when it has no other source.
-    place = False
-    structured = False
     for source in element.sources:
         found: ElementJudgement | None = None
         if source.kind == "field":
-            structured = True
-            place = place or any(deal.records(name) for name in source.names)
             for name in source.names:
                 raw = deal.fields.get(name)
                 if raw is None:
@@ -58,10 +58,6 @@ def judge_element(
                 # A placeholder ("TBD") is kept, but the element's other fields may confirm it.
                 found = found or judged
         elif source.kind == "contact_roles":
-            # Roles confirm but are no place of their own: the role list is the org's
-            # (Salesforce's standard one has no "Champion"), so a missing role says
-            # nothing about whether the org records the element.
-            structured = True
             for role in source.names:
                 holder = context.roles.get(role)
                 if holder is not None:
@@ -76,20 +72,29 @@ def judge_element(
                     break
         else:
             found = _keyword(element, source, context, expected)
-            if found is not None and structured and not place:
-                # Where the CRM has no place for the element, the rep's own words are
-                # the record: a mention confirms it.
+            if found is not None and not _place(element, deal):
                 found.status = "confirmed"
         if found is not None:
             if found.status == "confirmed":
                 return found
             ambiguous = ambiguous or found
     if ambiguous is not None:
-        if structured and not place:
-            ambiguous.status = "confirmed"
         return ambiguous
-    status: ElementStatus = "absent" if place or not structured else "not_recorded"
-    return ElementJudgement(element.key, element.label, status, element.absent_source, None, expected)
+    missing: ElementStatus = "absent" if _place(element, deal) else "not_recorded"
+    return ElementJudgement(
+        element.key, element.label, missing, element.absent_source, None, expected
+    )
+
+
+def _place(element: CompiledElement, deal: DealSnapshot) -> bool:
+    """Whether the organisation has a place for the element: a field it records, or,
+    for an element judged from free text alone, the free text."""
+    if not element.structured:
+        return True
+    recorded = deal.recorded_fields
+    if recorded is None:
+        return bool(element.field_names)
+    return any(name in recorded for name in element.field_names)
 
 
 def _keyword(
@@ -134,6 +139,7 @@ def methodology(
     gaps: list[Signal] = []
     raise_gaps = deal.is_open and "methodology_gap" in playbook.enabled
     unrecorded: list[tuple[CompiledElement, ElementJudgement]] = []
+    present: str | None = None
     for element in playbook.elements:
         expected = deal.is_open and phase_index >= element.from_index
         judgement = judge_element(element, deal, context, expected)
@@ -166,7 +172,9 @@ def methodology(
                     "element_label": element.label,
                     "status": judgement.status,
                     "source": judgement.source or element.key,
-                    "roles_present": roles_present(deal),
+                    "roles_present": present
+                    if present is not None
+                    else (present := roles_present(deal)),
                     "stage": deal.stage.label,
                     "deal": deal.name,
                 },
@@ -219,9 +227,7 @@ def _most_needed(
     """
     playbook = context.playbook
     choices = playbook.question_choices
-    askable = [
-        item for item in unrecorded if (f"element:{item[0].key}", context.phase) in choices
-    ]
+    askable = [item for item in unrecorded if (f"element:{item[0].key}", context.phase) in choices]
     if not askable:
         return None
     if context.renewal and playbook.renewal_element is not None:

@@ -239,8 +239,10 @@ class Playbook(_Strict):
             facts = SIGNAL_FACTS["methodology_gap" if question.element else str(question.signal)]
             for condition in question.when or ():
                 code = condition.removeprefix("signal:")
-                known = code in SIGNAL_CODES if condition.startswith("signal:") else (
-                    condition in facts or condition in COMMON_FACTS
+                known = (
+                    code in SIGNAL_CODES
+                    if condition.startswith("signal:")
+                    else (condition in facts or condition in COMMON_FACTS)
                 )
                 if not known:
                     raise ValueError(f"{where}: unknown condition {condition!r} in when")
@@ -441,6 +443,10 @@ class CompiledElement:
     absent_source: str
     #: The evidence detail of a gap, e.g. "Metrics expected from the qualify phase".
     expected_note: str
+    #: Every field its sources name (an organisation recording one has a place for it).
+    field_names: tuple[str, ...] = ()
+    #: It has a field or contact-role source (else free text is its only place).
+    structured: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,8 +468,11 @@ class CompiledPlaybook:
     #: (signal code, or "element:<key>") and phase -> its first question (for topics).
     question_for: Mapping[tuple[str, str], Question]
     #: (signal code, or "element:<key>") and phase -> the questions to choose from, in
-    #: order: the first whose ``when`` holds is asked.
-    question_choices: Mapping[tuple[str, str], tuple[Question, ...]]
+    #: order, each with its ``when`` split into the signals and the facts it needs:
+    #: the first whose conditions hold is asked.
+    question_choices: Mapping[
+        tuple[str, str], tuple[tuple[Question, tuple[str, ...], tuple[str, ...]], ...]
+    ]
     renewal_types: frozenset[str]
     renewal_pattern: re.Pattern[str] | None
     renewal_element: str | None
@@ -532,6 +541,8 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
                 tuple(sources),
                 absent_source,
                 f"{element.label} expected from the {element.from_phase} phase",
+                tuple(name for src in sources if src.kind == "field" for name in src.names),
+                any(src.kind != "keywords" for src in sources),
             )
         )
     by_signal: dict[str, list[Question]] = {}
@@ -568,7 +579,9 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
         },
         element_from={element.key: element.from_index for element in elements},
         question_for={key: value[0] for key, value in choices.items()},
-        question_choices=choices,
+        question_choices={
+            key: tuple((q, *_conditions(q)) for q in value) for key, value in choices.items()
+        },
         renewal_types=frozenset(t.strip().lower() for t in playbook.renewal_types),
         renewal_pattern=(
             keyword_pattern([k.lower() for k in playbook.renewal_keywords])
@@ -590,6 +603,14 @@ def _target_topics(
         if topic is not None:
             topics[target] = topic
     return topics
+
+
+def _conditions(question: Question) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A question's ``when``: (signals that must have fired, facts that must be set)."""
+    when = question.when or ()
+    fired = tuple(c.removeprefix("signal:") for c in when if c.startswith("signal:"))
+    facts = tuple(c for c in when if not c.startswith("signal:"))
+    return fired, facts
 
 
 def _question_table(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -13,7 +13,7 @@ from app.coaching.playbook import CompiledPlaybook, Question
 from app.coaching.results import SEVERITY_RANK, Prompt, Signal
 from app.coaching.signals import ReviewContext, quote_text, spoken_date
 from app.coaching.snapshot import DealSnapshot
-from app.coaching.vocabulary import PHASE_INDEX, SIGNAL_CODES
+from app.coaching.vocabulary import COMMON_FACTS, PHASE_INDEX, SIGNAL_CODES
 
 #: How much a deal-execution signal matters in each phase: late problems cost more.
 PHASE_RELEVANCE = {
@@ -116,12 +116,18 @@ def common_facts(deal: DealSnapshot, today: date, renewal: bool) -> dict[str, ob
     }
 
 
-def _holds(question: Question, facts: Mapping[str, object], fired: set[str]) -> bool:
-    for condition in question.when or ():
-        if condition.startswith("signal:"):
-            if condition[7:] not in fired:
-                return False
-        elif not facts.get(condition):
+def _holds(
+    needs_fired: tuple[str, ...],
+    needs_facts: tuple[str, ...],
+    facts: Mapping[str, object],
+    common: Callable[[], Mapping[str, object]],
+    fired: set[str],
+) -> bool:
+    for code in needs_fired:
+        if code not in fired:
+            return False
+    for name in needs_facts:
+        if not (facts.get(name) or (name in COMMON_FACTS and common().get(name))):
             return False
     return True
 
@@ -133,7 +139,6 @@ class _Candidate:
     order: tuple[float, ...]
     question: Question
     signal: Signal
-    facts: _Facts
     folded: list[Signal]
 
 
@@ -164,7 +169,14 @@ def build_prompts(
     size = size_factor(deal.amount, playbook.thresholds.reference_amount)
     element_from = playbook.element_from
     choices = playbook.question_choices
-    common = common_facts(deal, context.today, context.renewal)
+    cache: list[dict[str, object]] = []
+
+    def common() -> dict[str, object]:
+        # Computed once a deal, and only when a question needs it.
+        if not cache:
+            cache.append(common_facts(deal, context.today, context.renewal))
+        return cache[0]
+
     fired = {signal.code for signal in signals}
     late_weight = 1.0 + 0.15 * PHASE_INDEX[phase]
     candidates: list[_Candidate] = []
@@ -174,9 +186,15 @@ def build_prompts(
         options = choices.get((target, phase))
         if options is None:
             continue
-        facts = _Facts(common)
-        facts.update(signal.facts)
-        question = next((q for q in options if _holds(q, facts, fired)), None)
+        facts = signal.facts
+        question = next(
+            (
+                q
+                for q, need_fired, need_facts in options
+                if _holds(need_fired, need_facts, facts, common, fired)
+            ),
+            None,
+        )
         if question is None:
             continue
         due = element_from.get(element) if element else None
@@ -194,7 +212,7 @@ def build_prompts(
             if signal.code == "close_date_passed":
                 score *= late_weight
             order = (-score, float(_CODE_ORDER[signal.code]))
-        candidates.append(_Candidate(kind, score, order, question, signal, facts, []))
+        candidates.append(_Candidate(kind, score, order, question, signal, []))
     candidates.sort(key=lambda c: (min(c.kind, 1), c.order))
 
     # A question that covers other fired risks answers them too: they fold into it.
@@ -245,13 +263,14 @@ def build_prompts(
         why = signal.message
         if candidate.folded:
             why = "; ".join([why, *(s.message for s in candidate.folded)])
-        facts = candidate.facts
+        wording = _Facts(common())
+        wording.update(signal.facts)
         for audience, prompt_id, text, out in (
             ("manager", manager_id, question.manager, manager),
             ("rep", rep_id, question.rep, rep),
         ):
             if "{" in text:
-                text = text.format_map(facts)
+                text = text.format_map(wording)
             if "1 days" in text:
                 text = _ONE_DAY.sub("1 day", text)
             out.append(

@@ -94,7 +94,7 @@ _MONTHS = (
 
 
 def spoken_date(value: date | datetime, today: date) -> str:
-    """"31 January" (the year added when it is not ``today``'s)."""
+    """ "31 January" (the year added when it is not ``today``'s)."""
     day = value.date() if isinstance(value, datetime) else value
     text = f"{day.day} {_MONTHS[day.month - 1]}"
     return text if day.year == today.year else f"{text} {day.year}"
@@ -345,6 +345,7 @@ _VAGUE_NEXT_STEP = re.compile(
     r"(?: (?:call|meeting|email|with (?:them|the customer|client)))?"
     r"(?: (?:booked|scheduled|sent|planned|tbd|tbc|next week|soon))?"
 )
+_PUNCTUATION = re.compile(r"[^\w\s-]")
 #: Price talk once the deal is in negotiation or commit: a contradiction to discuss.
 _PRICING = re.compile(r"\b(?:pric|discount|renegotiat|re-negotiat|re-quote|requote)")
 
@@ -352,10 +353,11 @@ _PRICING = re.compile(r"\b(?:pric|discount|renegotiat|re-negotiat|re-quote|requo
 def next_step_vague(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     """A next step that is a generic follow-up, or a pricing talk in a closing phase."""
     text = (deal.next_step or "").strip()
-    if not text:
-        return None
-    plain = " ".join(re.sub(r"[^\w\s-]", " ", text.lower()).split())
-    pricing = c.phase in _CLOSING_PHASES and _PRICING.search(plain) is not None
+    closing = c.phase in _CLOSING_PHASES
+    if not text or (len(text) > 60 and not closing):
+        return None  # a generic follow-up is short; only price talk matters when long
+    plain = " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+    pricing = closing and _PRICING.search(plain) is not None
     if not pricing and not _VAGUE_NEXT_STEP.fullmatch(plain):
         return None
     quoted = quote_text(text)
@@ -423,8 +425,10 @@ def no_economic_buyer(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             deal,
             c,
             f"Economic buyer unknown: the {count} contacts on the deal carry no role or label",
-            (Evidence("contacts.roles", None, None, f"{count} contacts, none with a role"),
-             stage_evidence),
+            (
+                Evidence("contacts.roles", None, None, f"{count} contacts, none with a role"),
+                stage_evidence,
+            ),
             {"probability": percent, "roles_present": "", "unknown": 1},
         )
         signal.severity = "low"
@@ -492,13 +496,11 @@ def amount_decreased(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     entered = c.stage_entered_at
     if cut is not None:
         facts["cut_on"] = spoken_date(cut.at, c.today)
-        evidence.append(
-            Evidence("amount", _money(cut.new), cut.at, f"cut from {_money(cut.old)}")
-        )
+        evidence.append(Evidence("amount", _money(cut.new), cut.at, f"cut from {_money(cut.old)}"))
         if entered is not None and c.stage_entered_exact and cut.at >= entered:
             after = _days(entered, cut.at.date())
-            facts["days_after"] = "the same day" if after == 0 else (
-                "1 day" if after == 1 else f"{after} days"
+            facts["days_after"] = (
+                "the same day" if after == 0 else ("1 day" if after == 1 else f"{after} days")
             )
             facts["after_stage"] = deal.stage.label
             facts["late"] = 1 if c.phase in _CLOSING_PHASES else 0

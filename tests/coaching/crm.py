@@ -20,7 +20,7 @@ SF_PROBABILITY = {stage.key: round(stage.probability * 100) for stage in DEFAULT
 
 
 def _sf_time(text: str) -> str:
-    """"2026-11-14 09:30" -> "2026-11-14T09:30:00.000+0000" (Salesforce's form)."""
+    """ "2026-11-14 09:30" -> "2026-11-14T09:30:00.000+0000" (Salesforce's form)."""
     return text.replace(" ", "T") + ":00.000+0000"
 
 
