@@ -187,14 +187,13 @@ def build_prompts(
         if options is None:
             continue
         facts = signal.facts
-        question = next(
-            (
-                q
-                for q, need_fired, need_facts in options
-                if _holds(need_fired, need_facts, facts, common, fired)
-            ),
-            None,
-        )
+        question = None
+        for option, need_fired, need_facts in options:
+            if (not need_fired and not need_facts) or _holds(
+                need_fired, need_facts, facts, common, fired
+            ):
+                question = option
+                break
         if question is None:
             continue
         due = element_from.get(element) if element else None
