@@ -209,6 +209,8 @@ def _summary(deal: DealSnapshot, health: Health, signals: tuple[Signal, ...]) ->
         outcome = "won" if deal.stage.is_won else "lost"
         return f"Closed {outcome} ({deal.stage.label}): no coaching prompts."
     head = f"{_BAND_LABEL[health.band]} ({health.score}/100) in {deal.stage.label}"
+    # What the CRM does not record is no risk of the deal: the summary leaves it out.
+    signals = tuple(signal for signal in signals if signal.status != "not_recorded")
     if not signals:
         return f"{head}: no risk signals."
     top = "; ".join(signal.message for signal in signals[:2])

@@ -147,8 +147,8 @@ def test_clean_deal_in_a_standard_org_is_healthy_with_one_question_for_its_stage
     assert result.signals[0].status == "not_recorded"
     (prompt,) = result.prompts
     assert prompt.text.startswith(
-        "The next step is 'Security review with their CISO on 12/2'. What does the customer "
-        "need to see there"
+        "The next step is 'Security review with their CISO on 12/2'. What should the customer "
+        "have decided once it is done"
     )
     assert "not recorded in the CRM" in prompt.why
     _assert_no_boilerplate(result)
