@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from app.coaching.prompts import common_facts
 from app.coaching.results import DealReview, Evidence, Signal
 from app.coaching.snapshot import DealSnapshot
 from app.coaching.vocabulary import SIGNAL_CODES
+from app.deals.serialize import snapshot_from_json, snapshot_to_json
 from integrations.hubspot.mapping import deal_results, map_deal, parse_pipelines
 from integrations.salesforce.mapping import map_opportunity, parse_stage_catalogue, query_records
 
@@ -173,8 +175,6 @@ def test_adding_a_risk_never_raises_health(
 def test_what_the_org_does_not_record_never_lowers_health(
     deal: DealSnapshot, compiled: CompiledPlaybook
 ) -> None:
-    from dataclasses import replace
-
     recorded_nothing = review_deal(replace(deal, recorded_fields=frozenset()), compiled, AS_OF)
     recorded_all = review_deal(replace(deal, recorded_fields=None), compiled, AS_OF)
 
@@ -237,3 +237,18 @@ def test_the_bundled_samples_read_like_a_calibrated_pipeline() -> None:
             assert all(s.status != "absent" for s in review.signals), review.deal_name
             not_recorded = [p for p in review.prompts if "not recorded in the CRM" in p.why]
             assert len(not_recorded) <= 1, review.deal_name
+
+
+@FAST
+@given(deal=deals)
+def test_the_snapshot_store_keeps_what_the_stage_clock_and_not_recorded_read(
+    deal: DealSnapshot,
+) -> None:
+    again = snapshot_from_json(json.loads(json.dumps(snapshot_to_json(deal))))
+
+    assert (
+        again.stage_entered_field,
+        again.stage_history_from,
+        again.recorded_fields,
+        again.deal_type,
+    ) == (deal.stage_entered_field, deal.stage_history_from, deal.recorded_fields, deal.deal_type)
