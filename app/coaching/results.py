@@ -76,7 +76,8 @@ class Signal:
         }
         if self.element is not None:
             data["element"] = self.element
-            data["status"] = self.status
+        if self.element is not None or self.status is not None:
+            data["status"] = self.status  # "not_recorded": what the CRM does not record
         return data
 
 
