@@ -10,6 +10,19 @@ rendered the way the CRM's API returns it: a Salesforce SOQL query response with
 subqueries, and HubSpot deal objects with ``propertiesWithHistory`` and
 ``associations``. ``signals`` on each deal names the coaching signals the deal is
 meant to raise (see /work/shared/COACHING.md); the tests check them.
+
+Both orgs are standard: no MEDDPICC custom fields or properties, as most orgs
+have them. Some Salesforce records carry ``LastStageChangeDate`` and some HubSpot
+deals ``hs_v2_date_entered_current_stage``; others give only the stage history,
+and a few have a history that starts inside their current stage (an org whose
+history was switched on, or imported, after the deal entered it). Several
+HubSpot deals have contacts without association labels (roles not recorded).
+
+``extra`` keys: ``type`` (Salesforce ``Type`` / HubSpot ``dealtype``),
+``stage_date`` (Salesforce: write ``LastStageChangeDate``; HubSpot: write
+``hs_v2_date_entered_current_stage``), ``history_from`` (drop the history before
+this moment), ``no_stage_dates`` (HubSpot: no ``hs_v2_date_entered_*``), and the
+HubSpot shape switches ``v3``, ``epoch_ms``, ``date_only_close``.
 """
 
 from __future__ import annotations
@@ -48,7 +61,6 @@ class Deal:
     next_activity: str | None = None  # SF: HasOpenActivity; HubSpot: the date-time
     contacts: tuple[tuple[str, str | None, bool], ...] = ()  # name, role/label, primary
     forecast: str | None = None  # Salesforce only
-    methodology: dict[str, str | None] = field(default_factory=dict)
     signals: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,18 +74,6 @@ class Deal:
         for _, change in self.events:
             state.update(change)
         return state
-
-
-METHODOLOGY = (
-    "metrics",
-    "economic_buyer",
-    "decision_criteria",
-    "decision_process",
-    "paper_process",
-    "identify_pain",
-    "champion",
-    "competition",
-)
 
 
 def _moment(text: str) -> datetime:
@@ -110,17 +110,6 @@ def _sf_probability(stage: str) -> int:
     return SF_PROBABILITY.get(stage, 90)
 
 
-SF_CUSTOM = {
-    "metrics": "Metrics__c",
-    "economic_buyer": "Economic_Buyer__c",
-    "decision_criteria": "Decision_Criteria__c",
-    "decision_process": "Decision_Process__c",
-    "paper_process": "Paper_Process__c",
-    "identify_pain": "Identify_Pain__c",
-    "champion": "Champion__c",
-    "competition": "Competition__c",
-}
-
 #: Field history tracking (OpportunityFieldHistory) was switched on for
 #: StageName, Amount, CloseDate and Owner on this date: earlier changes are in
 #: OpportunityHistory only, later ones in both.
@@ -150,17 +139,8 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Tom Alvarez", "Technical Buyer", False),
         ),
         forecast="Commit",
-        methodology={
-            "metrics": "Cut fuel spend 8% across 1,200 vans (about $1.1M a year)",
-            "economic_buyer": "Hannah Reid, VP Operations",
-            "decision_criteria": "Device cost, driver app adoption, TMS integration",
-            "decision_process": "Ops sign-off, then CFO approval above $50k",
-            "paper_process": "MSA with legal since 2 Nov; PO raised by procurement",
-            "identify_pain": "Fuel and idling costs up 14% year on year",
-            "champion": "Tom Alvarez, Fleet Systems Lead",
-            "competition": "Incumbent Samsara pilot at two depots",
-        },
         signals=("close_date_passed", "no_recent_activity"),
+        extra={"stage_date": True, "type": "Existing Customer - Upgrade"},
     ),
     Deal(
         key="contoso",
@@ -189,14 +169,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Nadia Petrov", "Business User", False),
         ),
         forecast="Best Case",
-        methodology={
-            "metrics": "TBD",
-            "economic_buyer": "Dr Laura Bennett, Chief Medical Officer",
-            "decision_criteria": "HL7/FHIR coverage, uptime SLA, Epic certification",
-            "identify_pain": "Manual chart reconciliation takes 3 FTEs",
-            "champion": "Nadia Petrov, Clinical Informatics",
-            "competition": "Incumbent interface engine (renewal in March)",
-        },
         signals=("close_date_pushed",),
     ),
     Deal(
@@ -230,16 +202,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Ana Souza", "Influencer", False),
         ),
         forecast="Commit",
-        methodology={
-            "metrics": "Scrap rate from 4.1% to 2.5%; OEE +6 points",
-            "economic_buyer": "Oliver Grant, COO",
-            "decision_criteria": "Plant-floor uptime, SAP integration, rollout risk",
-            "decision_process": "Steering committee on 3 Dec, then board capex approval",
-            "paper_process": "Procurement standard terms; security questionnaire done",
-            "identify_pain": "Phase 1 plants out-produce the others by 11%",
-            "champion": "Rachel Kim, VP Manufacturing Excellence",
-            "competition": "Siemens Opcenter; extending phase 1 in-house",
-        },
         signals=("close_date_pushed", "deal_aging"),
     ),
     Deal(
@@ -267,7 +229,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Mei Lin", "Business User", False),
         ),
         forecast="Pipeline",
-        methodology={"metrics": "TBD", "identify_pain": "Markdowns eat 9% of margin"},
         signals=("stalled_in_stage",),
     ),
     Deal(
@@ -307,14 +268,8 @@ SF_DEALS: tuple[Deal, ...] = (
         next_activity="yes",
         contacts=(("Marcus Hale", "Economic Buyer", True),),
         forecast="Pipeline",
-        methodology={
-            "metrics": "Release $40M of intraday liquidity buffer",
-            "economic_buyer": "Marcus Hale, Group Treasurer",
-            "decision_criteria": "TBD",
-            "identify_pain": "Spreadsheet exposure reporting flagged by internal audit",
-            "champion": "TBD",
-        },
         signals=("single_threaded",),
+        extra={"stage_date": True, "type": "New Customer"},
     ),
     Deal(
         key="proseware",
@@ -340,12 +295,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Ravi Patel", "Influencer", False),
         ),
         forecast="Best Case",
-        methodology={
-            "metrics": "Average handle time from 9 to 7 minutes",
-            "economic_buyer": "TBD",
-            "champion": "Ethan Brooks, Head of CX Technology",
-            "competition": "Building in-house on Azure OpenAI",
-        },
         signals=("no_economic_buyer",),
     ),
     Deal(
@@ -374,15 +323,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Jonas Berg", "Technical Buyer", False),
         ),
         forecast="Best Case",
-        methodology={
-            "metrics": "Online share of lift tickets from 45% to 70%",
-            "economic_buyer": "Sofia Lindqvist, CFO",
-            "decision_criteria": "Peak-day load, PCI scope, time to launch before season",
-            "decision_process": "TBD",
-            "identify_pain": "Checkout abandonment at 38% on mobile",
-            "champion": "Jonas Berg, Head of Digital",
-            "competition": "Inntopia",
-        },
         signals=("amount_decreased",),
     ),
     Deal(
@@ -408,7 +348,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Luke Chambers", "Business User", False),
         ),
         forecast="Pipeline",
-        methodology={"metrics": "TBD", "decision_process": "TBD"},
         signals=("stage_regressed",),
     ),
     Deal(
@@ -429,7 +368,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Megan Shaw", "Evaluator", False),
         ),
         forecast="Pipeline",
-        methodology={"identify_pain": "Card readers failing at 12 stores"},
         signals=("close_date_unrealistic",),
     ),
     Deal(
@@ -454,11 +392,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Omar Haddad", "Technical Buyer", False),
         ),
         forecast="Commit",
-        methodology={
-            "metrics": "Demurrage fees down $600k a year",
-            "economic_buyer": "Peter Novak, COO",
-            "identify_pain": "No single view of in-transit stock",
-        },
         signals=("forecast_mismatch",),
     ),
     Deal(
@@ -509,17 +442,8 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Julia Weber", "Business User", False),
         ),
         forecast="Best Case",
-        methodology={
-            "metrics": "Booking cost per trip from $38 to $21",
-            "economic_buyer": "Emma Novak, CFO",
-            "decision_criteria": "GDS coverage, policy controls, duty-of-care reporting",
-            "decision_process": "CFO and COO sign; board informed, no vote needed",
-            "paper_process": "Standard MSA, DPA already signed in the pilot",
-            "identify_pain": "Agents rebook 22% of trips by hand",
-            "champion": "Carlos Ruiz, Director of Operations",
-            "competition": "Staying on the current GDS front end",
-        },
         signals=(),
+        extra={"stage_date": True},
     ),
     Deal(
         key="relecloud",
@@ -547,7 +471,6 @@ SF_DEALS: tuple[Deal, ...] = (
             ("Noah Fischer", "Decision Maker", False),
         ),
         forecast="Closed",
-        methodology={key: "Confirmed" for key in METHODOLOGY},
         signals=(),
     ),
     Deal(
@@ -570,6 +493,108 @@ SF_DEALS: tuple[Deal, ...] = (
         contacts=(("Ivy Chen", "Evaluator", True),),
         forecast="Omitted",
         signals=(),
+    ),
+    Deal(
+        key="adatum",
+        account="A. Datum Corporation",
+        title="Analytics Platform",
+        owner="daniel",
+        created="2026-08-12 10:14:52",
+        stage="Prospecting",
+        amount=150000,
+        close="2026-12-15",
+        events=(
+            ("2026-09-01 15:20:33", {"stage": "Needs Analysis"}),
+            ("2026-11-05 11:42:08", {"stage": "Value Proposition"}),
+        ),
+        # Forecast as Commit from an early stage, 25 days before its close date.
+        next_step="Follow-up call booked",
+        description="Self-service analytics for the finance and sales teams.",
+        last_activity="2026-11-17",
+        next_activity="yes",
+        contacts=(
+            ("Rita Gomez", "Decision Maker", True),
+            ("Paul Nguyen", "Technical Buyer", False),
+        ),
+        forecast="Commit",
+        signals=("forecast_mismatch",),
+        extra={"stage_date": True, "type": "New Customer"},
+    ),
+    Deal(
+        key="lamna",
+        account="Lamna Healthcare",
+        title="Platform Renewal",
+        owner="priya",
+        created="2026-09-15 09:31:26",
+        stage="Proposal/Price Quote",
+        amount=96000,
+        close="2026-11-08",
+        events=(("2026-10-26 14:05:51", {"stage": "Negotiation/Review"}),),
+        next_step="Renewal order form with their procurement",
+        description="Annual renewal of 400 seats; two new sites asked about.",
+        last_activity="2026-11-13",
+        contacts=(
+            ("Owen Park", "Economic Buyer", True),
+            ("Sara Ali", "Business User", False),
+        ),
+        forecast="Commit",
+        signals=("close_date_passed",),
+        extra={"type": "Renewal"},
+    ),
+    Deal(
+        key="trey",
+        account="Trey Research",
+        title="Lab Data Platform",
+        owner="maya",
+        created="2026-09-28 13:22:40",
+        stage="Prospecting",
+        amount=88000,
+        close="2026-12-11",
+        events=(
+            ("2026-10-12 10:05:17", {"stage": "Needs Analysis"}),
+            ("2026-10-26 16:48:29", {"stage": "Value Proposition"}),
+            ("2026-11-09 11:15:03", {"stage": "Proposal/Price Quote"}),
+        ),
+        # A clean deal: nothing is wrong with it.
+        next_step="Security review with their CISO on 12/2",
+        description="Instrument data capture for 3 labs.",
+        last_activity="2026-11-18",
+        next_activity="yes",
+        contacts=(
+            ("Helen Zhou", "Economic Buyer", True),
+            ("Raj Mehta", "Technical Buyer", False),
+        ),
+        forecast="Best Case",
+        signals=(),
+        extra={"stage_date": True, "type": "New Customer"},
+    ),
+    Deal(
+        key="consolidated",
+        account="Consolidated Messenger",
+        title="Courier Dispatch",
+        owner="daniel",
+        created="2026-02-10 09:12:05",
+        stage="Prospecting",
+        amount=72000,
+        close="2027-01-29",
+        events=(
+            ("2026-03-03 14:40:19", {"stage": "Needs Analysis"}),
+            ("2026-04-14 10:55:42", {"stage": "Id. Decision Makers"}),
+            ("2026-09-22 15:31:08", {"amount": 76000}),
+            ("2026-10-30 11:07:56", {"close": "2027-02-26"}),
+        ),
+        # Migrated into this org on 1 September: the history starts inside the
+        # current stage, so the stage clock reads "at least" from 22 September.
+        next_step="Reference call with a courier firm in Leeds",
+        description="Dispatch and proof of delivery for 180 couriers.",
+        last_activity="2026-11-16",
+        contacts=(
+            ("Nina Olsen", "Economic Buyer", True),
+            ("Tom Reyes", "Evaluator", False),
+        ),
+        forecast="Pipeline",
+        signals=("stalled_in_stage", "deal_aging"),
+        extra={"history_from": "2026-09-01 00:00:00"},
     ),
 )
 
@@ -643,6 +668,7 @@ def salesforce_opportunity(deal: Deal, number: int, ids: _Ids) -> dict[str, Any]
     history_row(deal.created)
     if deal.created >= SF_TRACKING_FROM:
         field_row(deal.created, "created", None, None)
+    stage_changed = deal.created
     owner = deal.owner
     for when, change in deal.events:
         tracked = when >= SF_TRACKING_FROM
@@ -658,8 +684,17 @@ def salesforce_opportunity(deal: Deal, number: int, ids: _Ids) -> dict[str, Any]
         for key, sf_field in (("stage", "StageName"), ("amount", "Amount"), ("close", "CloseDate")):
             if key in values and tracked:
                 field_row(when, sf_field, state[key], values[key])
+        if "stage" in values and values["stage"] != state["stage"]:
+            stage_changed = when
         state.update(values)
         history_row(when)
+
+    history_from = deal.extra.get("history_from")
+    if history_from is not None:
+        # The org's history starts here (switched on, or data imported, later).
+        cut = _sf_datetime(history_from)
+        opp_history = [row for row in opp_history if row["CreatedDate"] >= cut]
+        field_history = [row for row in field_history if row["CreatedDate"] >= cut]
 
     roles = []
     for name, role, primary in deal.contacts:
@@ -702,12 +737,13 @@ def salesforce_opportunity(deal: Deal, number: int, ids: _Ids) -> dict[str, Any]
         "LastModifiedDate": _sf_datetime(last_event),
         "SystemModstamp": _sf_datetime(last_event),
     }
-    for element, api_name in SF_CUSTOM.items():
-        record[api_name] = deal.methodology.get(element)
+    if "type" in deal.extra:
+        record["Type"] = deal.extra["type"]
+    if deal.extra.get("stage_date"):
+        record["LastStageChangeDate"] = _sf_datetime(stage_changed)
     record["OpportunityHistories"] = _sf_subquery(opp_history)
     record["OpportunityContactRoles"] = _sf_subquery(roles)
     record["Histories"] = _sf_subquery(field_history)
-    record.update(deal.extra)
     return record
 
 
@@ -842,17 +878,8 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Dr Paul Meyer", "Decision Maker", False),
             ("Sara Lopez", None, False),
         ),
-        methodology={
-            "metrics": "Chair utilisation from 71% to 85%",
-            "economic_buyer": "Dr Paul Meyer, owner",
-            "decision_criteria": "Imaging integration, migration of 12 years of charts",
-            "decision_process": "Owner signs; practice managers consulted",
-            "paper_process": "Order form only, no procurement",
-            "identify_pain": "Double booking across practices",
-            "champion": "Sara Lopez, Operations Manager",
-            "competition": "Dentrix",
-        },
         signals=("close_date_passed",),
+        extra={"stage_date": True},
     ),
     Deal(
         key="harbor",
@@ -878,14 +905,8 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Mark Jensen", "Technical Evaluator", False),
             ("Lena Cruz", None, False),
         ),
-        methodology={
-            "metrics": "Miles per stop down 12%",
-            "economic_buyer": "Diane Foster, CFO",
-            "decision_criteria": "TBD",
-            "identify_pain": "Overtime up 30% since the new terminal opened",
-            "champion": "TBD",
-        },
         signals=("close_date_pushed",),
+        extra={"no_stage_dates": True},
     ),
     Deal(
         key="summitridge",
@@ -912,16 +933,6 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Keisha Moore", "Champion", False),
             ("Ivan Petrov", "Technical Evaluator", False),
         ),
-        methodology={
-            "metrics": "Account opening from 3 days to 10 minutes",
-            "economic_buyer": "Robert Chang, CEO",
-            "decision_criteria": "Core banking integration, KYC vendor choice",
-            "decision_process": "Board risk committee, then NCUA vendor review",
-            "paper_process": "TBD",
-            "identify_pain": "Losing younger members to fintech banks",
-            "champion": "Keisha Moore, VP Member Experience",
-            "competition": "Their core banking vendor's onboarding module",
-        },
         signals=("close_date_pushed", "deal_aging"),
         extra={"epoch_ms": True},
     ),
@@ -947,8 +958,8 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Helen Park", "Economic Buyer", True),
             ("Jon Avery", None, False),
         ),
-        methodology={"metrics": "TBD", "identify_pain": "Fee overruns found at month end"},
         signals=("stalled_in_stage",),
+        extra={"no_stage_dates": True},
     ),
     Deal(
         key="oakridge",
@@ -1003,13 +1014,8 @@ HS_DEALS: tuple[Deal, ...] = (
         last_activity="2026-11-19 09:45:00",
         next_activity="2026-11-26 16:00:00",
         contacts=(("Adrian Cole", "Decision Maker", True),),
-        methodology={
-            "metrics": "Unplanned outages down 15%",
-            "economic_buyer": "Adrian Cole, SVP Grid Operations",
-            "identify_pain": "Regulator fines after two summer outages",
-            "champion": "Adrian Cole",
-        },
         signals=("single_threaded",),
+        extra={"stage_date": True},
     ),
     Deal(
         key="cobalt",
@@ -1032,12 +1038,6 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Liam Walsh", "Technical Evaluator", False),
             ("Priyanka Das", None, False),
         ),
-        methodology={
-            "metrics": "Technician visits per robot down 25%",
-            "economic_buyer": "",
-            "champion": "Zoe Adams, Director of Field Ops",
-            "competition": "ServiceMax",
-        },
         signals=("no_economic_buyer",),
     ),
     Deal(
@@ -1065,16 +1065,6 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Tim Baker", "Technical Evaluator", False),
             ("Ella Moss", None, False),
         ),
-        methodology={
-            "metrics": "Guest WiFi complaints down 60%",
-            "economic_buyer": "Grace Hopper, VP Finance",
-            "decision_criteria": "Coverage survey results, install during low season",
-            "decision_process": "VP Finance signs; IT security review",
-            "paper_process": "TBD",
-            "identify_pain": "WiFi is the top complaint in guest reviews",
-            "champion": "Tim Baker, IT Manager",
-            "competition": "Local integrator",
-        },
         signals=("amount_decreased",),
     ),
     Deal(
@@ -1100,7 +1090,6 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Martin Shaw", "Economic Buyer", True),
             ("Anita Rao", "Champion", False),
         ),
-        methodology={"metrics": "TBD", "decision_process": "", "champion": "Anita Rao"},
         signals=("stage_regressed",),
     ),
     Deal(
@@ -1161,16 +1150,6 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Tyler Brooks", "Champion", True),
             ("Yuki Tanaka", "Technical Evaluator", False),
         ),
-        methodology={
-            "metrics": "Online conversion from 2.1% to 2.6% (about $4M a year)",
-            "economic_buyer": "Megan Fox, Chief Digital Officer",
-            "decision_criteria": "Lift in an A/B test, Shopify Plus integration",
-            "decision_process": "CDO approves; security review; CFO co-signs over $100k",
-            "paper_process": "MSA redlines with legal, target 1 Dec",
-            "identify_pain": "Search returns nothing for 18% of queries",
-            "champion": "Tyler Brooks, Head of Ecommerce",
-            "competition": "Algolia; doing nothing until spring",
-        },
         signals=(),
     ),
     Deal(
@@ -1191,17 +1170,8 @@ HS_DEALS: tuple[Deal, ...] = (
             ("Hugo Lambert", "Economic Buyer", True),
             ("Claire Dubois", "Champion", False),
         ),
-        methodology={
-            "metrics": "Pick rate up 18% since go-live",
-            "economic_buyer": "Hugo Lambert, COO",
-            "decision_criteria": "Price per warehouse, uptime record",
-            "decision_process": "COO signs renewals under $250k",
-            "paper_process": "Existing MSA; order form only",
-            "identify_pain": "Two new warehouses opening in Q1",
-            "champion": "Claire Dubois, Logistics Director",
-            "competition": "Their ERP vendor's WMS module",
-        },
         signals=(),
+        extra={"type": "existingbusiness"},
     ),
     Deal(
         key="evergreen",
@@ -1223,7 +1193,6 @@ HS_DEALS: tuple[Deal, ...] = (
         description="Won: online booking for 9 clinics.",
         last_activity="2026-10-28 16:00:00",
         contacts=(("Dr Amy Wong", "Decision Maker", True),),
-        methodology={key: "Confirmed" for key in METHODOLOGY},
         signals=(),
     ),
     Deal(
@@ -1244,6 +1213,110 @@ HS_DEALS: tuple[Deal, ...] = (
         contacts=(("Sean Murphy", None, True),),
         signals=(),
         extra={"v3": True, "closed_lost_reason": "Chose incumbent vendor"},
+    ),
+    Deal(
+        key="vertex",
+        account="Vertex Foods",
+        title="Supply Chain Suite",
+        owner="alex",
+        created="2026-08-03 11:08:27",
+        stage="appointmentscheduled",
+        amount=420000,
+        close="2027-01-31",
+        events=(
+            ("2026-08-24 15:32:10", {"stage": "qualifiedtobuy"}),
+            ("2026-09-21 10:17:45", {"stage": "presentationscheduled"}),
+            ("2026-10-19 14:51:02", {"stage": "decisionmakerboughtin"}),
+            ("2026-11-14 09:40:36", {"stage": "contractsent"}),
+            ("2026-11-18 16:22:19", {"amount": 260000}),
+        ),
+        # The contract went out, then the amount fell and a pricing call appeared.
+        next_step="Pricing call 12/4",
+        description="Demand planning and supplier portal for 6 plants.",
+        last_activity="2026-11-19 10:30:00",
+        next_activity="2026-12-04 15:00:00",
+        contacts=(
+            ("Karen Liu", "Economic Buyer", True),
+            ("Sam Ortiz", "Champion", False),
+            ("Ben Clarke", None, False),
+        ),
+        signals=("amount_decreased",),
+        extra={"stage_date": True, "type": "newbusiness"},
+    ),
+    Deal(
+        key="northbeam",
+        account="Northbeam Logistics",
+        title="Yard Management",
+        owner="jamie",
+        created="2026-09-02 13:45:11",
+        stage="appointmentscheduled",
+        amount=98000,
+        close="2027-01-20",
+        events=(
+            ("2026-09-16 10:02:37", {"stage": "qualifiedtobuy"}),
+            ("2026-10-07 15:26:48", {"stage": "presentationscheduled"}),
+            ("2026-11-10 11:39:14", {"stage": "decisionmakerboughtin"}),
+        ),
+        # Three contacts, no association labels: who decides is not recorded.
+        next_step="Site visit at the Rotterdam yard on 3 Dec",
+        description="Gate, yard and dock scheduling for 4 distribution centres.",
+        last_activity="2026-11-18 14:00:00",
+        contacts=(
+            ("Eva Jansen", None, True),
+            ("Pieter de Vries", None, False),
+            ("Mila Bakker", None, False),
+        ),
+        signals=("no_economic_buyer",),
+        extra={"stage_date": True},
+    ),
+    Deal(
+        key="harborview",
+        account="Harborview Hotels",
+        title="Annual Renewal",
+        owner="sam",
+        created="2026-09-01 10:20:00",
+        stage="152003001",
+        amount=64000,
+        close="2026-11-01",
+        events=(
+            ("2026-09-29 14:10:33", {"stage": "152003002"}),
+            ("2026-10-26 09:55:47", {"stage": "152003003"}),
+        ),
+        next_step="Waiting on their GM's signature",
+        description="Renewal of the guest messaging platform for 11 hotels.",
+        last_activity="2026-11-09 16:45:00",
+        contacts=(
+            ("Laura Finch", "Economic Buyer", True),
+            ("Marco Bell", None, False),
+        ),
+        signals=("close_date_passed",),
+        extra={"type": "existingbusiness"},
+    ),
+    Deal(
+        key="pioneer",
+        account="Pioneer Textiles",
+        title="Production Planning",
+        owner="alex",
+        created="2026-01-20 10:04:51",
+        stage="appointmentscheduled",
+        amount=58000,
+        close="2027-02-19",
+        events=(
+            ("2026-02-17 14:28:36", {"stage": "qualifiedtobuy"}),
+            ("2026-03-10 09:51:12", {"stage": "presentationscheduled"}),
+            ("2026-10-01 15:33:40", {"amount": 61000}),
+        ),
+        # Imported from their old CRM on 15 August: the stage history starts there,
+        # already in Presentation Scheduled ("at least" 97 days).
+        next_step="Capacity model review with the plant managers on 2 Dec",
+        description="Finite capacity scheduling for 3 weaving plants.",
+        last_activity="2026-11-17 11:15:00",
+        contacts=(
+            ("Farah Khan", "Economic Buyer", True),
+            ("Leo Wright", "Technical Evaluator", False),
+        ),
+        signals=("stalled_in_stage", "deal_aging"),
+        extra={"history_from": "2026-08-15 00:00:00", "no_stage_dates": True},
     ),
 )
 
@@ -1327,10 +1400,23 @@ def hubspot_deal(deal: Deal, number: int) -> dict[str, Any]:
         "num_associated_contacts": str(len(deal.contacts)),
         "pipeline": pipeline,
     }
-    for stage_id, when in sorted(entered.items()):
-        properties[f"hs_v2_date_entered_{stage_id}"] = _hs_time(when, deal)
-    for element in METHODOLOGY:
-        properties[f"dealcoach_{element}"] = deal.methodology.get(element)
+    if not deal.extra.get("no_stage_dates"):
+        for stage_id, when in sorted(entered.items()):
+            properties[f"hs_v2_date_entered_{stage_id}"] = _hs_time(when, deal)
+    if deal.extra.get("stage_date"):
+        properties["hs_v2_date_entered_current_stage"] = _hs_time(entered[stage], deal)
+    if "type" in deal.extra:
+        properties["dealtype"] = deal.extra["type"]
+    history_from = deal.extra.get("history_from")
+    if history_from is not None:
+        # Imported into HubSpot at history_from: each property's history starts with
+        # the value it had then, written by the import.
+        for name, entries in history.items():
+            before = [entry for entry in entries if entry[0] < history_from]
+            kept = [entry for entry in entries if entry[0] >= history_from]
+            if before:
+                kept.insert(0, (history_from, before[-1][1], "IMPORT"))
+            history[name] = kept
     if "closed_lost_reason" in deal.extra:
         properties["closed_lost_reason"] = deal.extra["closed_lost_reason"]
 
@@ -1344,6 +1430,8 @@ def hubspot_deal(deal: Deal, number: int) -> dict[str, Any]:
                 "sourceId": (
                     "userId:" + str(owner_user[HS_OWNERS[deal.owner]])
                     if source == "CRM_UI"
+                    else "import:88120"
+                    if source == "IMPORT"
                     else "enrollmentId:7741025"
                 ),
                 **(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from app.coaching.methodology import methodology
 from app.coaching.playbook import CompiledPlaybook
@@ -53,42 +53,92 @@ def phase_for(stage: Stage, playbook: CompiledPlaybook) -> str:
     return "commit"
 
 
-def stage_entered_at(deal: DealSnapshot) -> datetime:
-    """When the deal entered its current stage.
+#: History that starts this close to the deal's creation shows the deal's first stage.
+_CREATION_WINDOW = timedelta(hours=1)
 
-    The CRM's own date when it gives one; else the latest stage change into the
-    current stage (amount- or date-only history rows are not stage changes, so
-    they never restart this clock); else the deal's creation.
+
+def stage_clock(deal: DealSnapshot) -> tuple[datetime | None, bool, str]:
+    """When the deal entered its current stage: (moment, exact, the field it comes from).
+
+    In order: the CRM's own stage-entry field (Salesforce ``LastStageChangeDate``,
+    HubSpot ``hs_v2_date_entered_*``); the start of the latest run in the current
+    stage in the stage history (amount- or date-only history rows are not stage
+    changes, so they never restart it); the creation date, only when the history
+    starts at creation with no stage change, i.e. the deal was created in this
+    stage. When the history starts later, already in the current stage, its first
+    row is a lower bound (``exact`` False: "at least N days"). With no history at
+    all the moment is ``None``: unknown, and no stage-clock claim is made.
     """
     if deal.stage_entered_at is not None:
-        return deal.stage_entered_at
+        return deal.stage_entered_at, True, deal.stage_entered_field or "stage_entered_at"
     key = deal.stage.key
-    for change in reversed(deal.stage_history):
+    history = deal.stage_history
+    for change in reversed(history):
         if change.new is not None and change.new.key == key:
-            return change.at
-    return deal.created_at
+            return change.at, True, "stage"
+    start = deal.stage_history_from
+    if history:
+        # No recorded entry into the current stage: it began after the latest change.
+        return history[-1].at, False, "stage"
+    if start is None:
+        return None, False, "stage"
+    if start - deal.created_at <= _CREATION_WINDOW:
+        return deal.created_at, True, "stage"
+    return start, False, "stage"
+
+
+def stage_entered_at(deal: DealSnapshot) -> datetime | None:
+    """When the deal entered its current stage (see :func:`stage_clock`), or ``None``."""
+    return stage_clock(deal)[0]
+
+
+def is_renewal(deal: DealSnapshot, playbook: CompiledPlaybook) -> bool:
+    """A renewal by its type (``Renewal``, ``existingbusiness``), or by a keyword in its
+    name or stage label."""
+    if deal.deal_type and deal.deal_type.strip().lower() in playbook.renewal_types:
+        return True
+    pattern = playbook.renewal_pattern
+    if pattern is None:
+        return False
+    return bool(pattern.search(deal.name.lower()) or pattern.search(deal.stage.label.lower()))
 
 
 def health_of(
     signals: Iterable[Signal], playbook: CompiledPlaybook, phase: str | None = None
 ) -> Health:
-    """100 minus a penalty per signal by severity, banded, the band floored by severity.
+    """A 0-100 score (100 minus a penalty per signal), and a band read from the risks.
 
-    * Signals whose questions share a ``topic`` (``no_economic_buyer`` and
-      ``methodology_gap[economic_buyer]``) are one problem: only the larger
-      penalty counts (on a tie, the one that is not a methodology gap); the
-      others are listed with penalty 0.
-    * Methodology gaps together cost at most ``health.methodology_penalty_cap``.
-    * Any high signal makes the band at most ``at_risk``, and
-      ``health.high_signals_critical`` of them (a topic counts once) make it
-      ``critical``, whatever the score.
+    Score:
 
-    ``phase`` picks the questions (and so the topics) the deal is asked in; without
-    it, a signal's topic is that of its first question with one.
+    * each signal costs its severity's penalty (high 25, medium 12, low 5);
+    * a ``not_recorded`` signal (an element, or roles, the organisation does not
+      record) costs nothing: what the CRM has no place for is not a risk of the deal;
+    * signals whose questions share a ``topic`` (``no_economic_buyer`` and
+      ``methodology_gap[economic_buyer]``) are one problem: only the larger penalty
+      counts (on a tie, the one that is not a methodology gap), the others show 0;
+    * methodology gaps together cost at most ``health.methodology_penalty_cap``.
+
+    Band, from the risks (every signal but methodology gaps and ``not_recorded`` ones):
+
+    * ``critical``: ``health.high_signals_critical`` (2) high risks of different
+      topics, or a severe one (the close date passed in the propose, negotiate or
+      commit phase with no recent activity), or a score below ``at_risk_min``;
+    * ``at_risk``: any medium or high risk (an absent methodology element of high
+      severity counts too), or a score below ``healthy_min``;
+    * ``healthy`` otherwise: a clean deal, or low risks only.
+
+    The band is the verdict and the score is secondary: a severe risk makes a deal
+    critical whatever its score. Adding a signal never raises the score nor
+    improves the band. ``phase`` picks the
+    questions (and so the topics) the deal is asked in; without it, a signal's topic
+    is that of its first question with one.
     """
     settings = playbook.playbook.health
     ordered = list(signals)
-    base = [playbook.penalties[signal.severity] for signal in ordered]
+    penalty_of = playbook.penalties
+    base = [
+        0 if signal.status == "not_recorded" else penalty_of[signal.severity] for signal in ordered
+    ]
     topics = [_topic(signal, playbook, phase) for signal in ordered]
     kept: dict[str, int] = {}
     for index, topic in enumerate(topics):
@@ -111,21 +161,38 @@ def health_of(
         penalties.append((signal.key, penalty))
         total += penalty
     score = max(0, 100 - total)
+    high_topics: set[str] = set()
+    highs = 0
+    serious = False
+    severe = False
+    for index, signal in enumerate(ordered):
+        if signal.status == "not_recorded":
+            continue
+        if signal.code == "methodology_gap":
+            serious = serious or (signal.severity == "high" and signal.status == "absent")
+            continue
+        if signal.severity != "low":
+            serious = True
+        if signal.severity == "high":
+            topic = topics[index]
+            if topic is None:
+                highs += 1
+            elif topic not in high_topics:
+                high_topics.add(topic)
+                highs += 1
+        if (
+            signal.code == "close_date_passed"
+            and signal.facts.get("late")
+            and signal.facts.get("quiet")
+        ):
+            severe = True
     band: Band
-    if score >= settings.healthy_min:
-        band = "healthy"
-    elif score >= settings.at_risk_min:
+    if score < settings.at_risk_min or highs >= settings.high_signals_critical or severe:
+        band = "critical"
+    elif score < settings.healthy_min or serious:
         band = "at_risk"
     else:
-        band = "critical"
-    high_topics = {topics[i] for i, s in enumerate(ordered) if s.severity == "high" and topics[i]}
-    highs = len(high_topics) + sum(
-        1 for i, s in enumerate(ordered) if s.severity == "high" and topics[i] is None
-    )
-    if highs >= settings.high_signals_critical:
-        band = "critical"
-    elif highs and band == "healthy":
-        band = "at_risk"
+        band = "healthy"
     return Health(score=score, band=band, penalties=tuple(penalties))
 
 
@@ -142,6 +209,8 @@ def _summary(deal: DealSnapshot, health: Health, signals: tuple[Signal, ...]) ->
         outcome = "won" if deal.stage.is_won else "lost"
         return f"Closed {outcome} ({deal.stage.label}): no coaching prompts."
     head = f"{_BAND_LABEL[health.band]} ({health.score}/100) in {deal.stage.label}"
+    # What the CRM does not record is no risk of the deal: the summary leaves it out.
+    signals = tuple(signal for signal in signals if signal.status != "not_recorded")
     if not signals:
         return f"{head}: no risk signals."
     top = "; ".join(signal.message for signal in signals[:2])
@@ -159,16 +228,20 @@ def review_deal(deal: DealSnapshot, playbook: CompiledPlaybook, as_of: datetime)
         raise ValueError("as_of must be timezone-aware")
     as_of = as_of.astimezone(UTC)
     phase = phase_for(deal.stage, playbook)
+    entered, exact, entered_field = stage_clock(deal)
     context = ReviewContext(
         playbook=playbook,
         thresholds=playbook.thresholds,
         as_of=as_of,
         today=as_of.date(),
         phase=phase,
-        stage_entered_at=stage_entered_at(deal),
+        stage_entered_at=entered,
+        stage_entered_exact=exact,
+        stage_entered_field=entered_field,
         roles=deal_roles(deal),
         lowered=deal_texts(deal),
         severity_shift=severity_shift(deal.amount, phase, playbook.thresholds),
+        renewal=deal.is_open and is_renewal(deal, playbook),
     )
     signals: list[Signal] = []
     if deal.is_open:
@@ -183,7 +256,7 @@ def review_deal(deal: DealSnapshot, playbook: CompiledPlaybook, as_of: datetime)
     signals.sort(key=lambda s: _SEVERITY_ORDER[s.severity])
     ordered = tuple(signals)
     health = health_of(ordered, playbook, phase)
-    manager, rep = build_prompts(deal, ordered, playbook, phase)
+    manager, rep = build_prompts(deal, ordered, playbook, phase, context)
     return DealReview(
         deal_id=deal.id,
         deal_name=deal.name,
@@ -232,5 +305,10 @@ def snapshot_fingerprint(deal: DealSnapshot) -> str:
     """
     # ``fields`` is a mapping: equal whatever its order, but its repr follows insertion order.
     coached = sorted((k, v) for k, v in deal.fields.items() if not is_own_field(k))
-    canonical = replace(deal, fields=dict(coached), modified_at=None)
-    return hashlib.sha256(repr(canonical).encode()).hexdigest()
+    canonical = replace(deal, fields=dict(coached), modified_at=None, recorded_fields=None)
+    text = repr(canonical)
+    if deal.recorded_fields is not None:
+        # A frozenset's repr follows string hashing, which varies between processes.
+        recorded = sorted(name for name in deal.recorded_fields if not is_own_field(name))
+        text += repr(recorded)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -151,6 +151,19 @@ class Question(_Strict):
     topic: str | None = Field(
         None, description="Questions sharing a topic are asked once a deal (the best-ranked)."
     )
+    when: list[str] | None = Field(
+        None,
+        description=(
+            "Ask this wording only when each of these holds: a fact of the signal "
+            "(non-empty, non-zero), or 'signal:<code>' (that signal fired too). The "
+            "first question whose conditions hold is asked."
+        ),
+    )
+    covers: list[SignalCode] | None = Field(
+        None,
+        description="Signals this question also answers: when they fired, they are "
+        "folded into it (their evidence joins its why) instead of asked apart.",
+    )
     manager: str = Field(min_length=1)
     rep: str = Field(min_length=1)
 
@@ -177,8 +190,8 @@ class HealthSettings(_Strict):
     methodology_penalty_cap: int = Field(50, ge=0, le=100, strict=True)
     healthy_min: int = Field(70, ge=1, le=100, strict=True)
     at_risk_min: int = Field(40, ge=0, le=99, strict=True)
-    #: Any high signal makes the band at most ``at_risk``; this many make it ``critical``.
-    high_signals_critical: int = Field(3, ge=1, le=100, strict=True)
+    #: This many high risks (a topic counts once) make the band ``critical``.
+    high_signals_critical: int = Field(2, ge=1, le=100, strict=True)
 
 
 class Playbook(_Strict):
@@ -199,6 +212,15 @@ class Playbook(_Strict):
         default=["tbd", "tbc", "unknown", "?", "n/a", "na", "not sure", "pending", "-"]
     )
     disabled_signals: list[SignalCode] = Field(default_factory=list)
+    #: A deal is a renewal when its type (Salesforce ``Type``, HubSpot ``dealtype``)
+    #: is one of these (case-insensitive), or its name or stage label has a keyword.
+    renewal_types: list[str] = Field(
+        default=["renewal", "existingbusiness", "existing business", "existing customer - renewal"]
+    )
+    renewal_keywords: list[str] = Field(default=["renewal", "renew"])
+    #: The element a renewal's discovery question is about when it is not recorded
+    #: (what the customer got from us this term), if the playbook has it.
+    renewal_element: str | None = None
     elements: dict[str, Element] = Field(default_factory=dict)
     questions: list[Question] = Field(min_length=1)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
@@ -215,6 +237,15 @@ class Playbook(_Strict):
             if question.element is not None and question.element not in self.elements:
                 raise ValueError(f"{where}: element {question.element!r} is not in elements")
             facts = SIGNAL_FACTS["methodology_gap" if question.element else str(question.signal)]
+            for condition in question.when or ():
+                code = condition.removeprefix("signal:")
+                known = (
+                    code in SIGNAL_CODES
+                    if condition.startswith("signal:")
+                    else (condition in facts or condition in COMMON_FACTS)
+                )
+                if not known:
+                    raise ValueError(f"{where}: unknown condition {condition!r} in when")
             for text in (question.manager, question.rep):
                 for name in _placeholders(text, where):
                     if name not in facts and name not in COMMON_FACTS:
@@ -224,12 +255,14 @@ class Playbook(_Strict):
             f"element:{q.element}" for q in self.questions if q.element
         }
         for code in SIGNAL_CODES:
-            wanted = code != "methodology_gap" and code not in self.disabled_signals
+            wanted = code not in _OPTIONAL_QUESTIONS and code not in self.disabled_signals
             if wanted and code not in covered:
                 raise ValueError(f"questions: no question for signal {code!r}")
         for element in self.elements:
             if f"element:{element}" not in covered:
                 raise ValueError(f"questions: no question for element {element!r}")
+        if self.renewal_element is not None and self.renewal_element not in self.elements:
+            raise ValueError(f"renewal_element: {self.renewal_element!r} is not in elements")
         for stage, phase in self.stage_phases.items():
             if phase == "closed":
                 raise ValueError(
@@ -241,6 +274,11 @@ class Playbook(_Strict):
         if self.health.at_risk_min >= self.health.healthy_min:
             raise ValueError("health.at_risk_min must be below health.healthy_min")
         return self
+
+
+#: Signals a playbook need not word a question for: methodology gaps take element
+#: questions, and a vague next step is a newer check older playbooks predate.
+_OPTIONAL_QUESTIONS = frozenset({"methodology_gap", "next_step_vague"})
 
 
 def _placeholders(text: str, where: str) -> list[str]:
@@ -405,6 +443,10 @@ class CompiledElement:
     absent_source: str
     #: The evidence detail of a gap, e.g. "Metrics expected from the qualify phase".
     expected_note: str
+    #: Every field its sources name (an organisation recording one has a place for it).
+    field_names: tuple[str, ...] = ()
+    #: It has a field or contact-role source (else free text is its only place).
+    structured: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,8 +465,17 @@ class CompiledPlaybook:
     stage_phases: Mapping[str, Phase]
     penalties: Mapping[str, int]
     element_from: Mapping[str, int]
-    #: (signal code, or "element:<key>") and phase -> the question to ask.
+    #: (signal code, or "element:<key>") and phase -> its first question (for topics).
     question_for: Mapping[tuple[str, str], Question]
+    #: (signal code, or "element:<key>") and phase -> the questions to choose from, in
+    #: order, each with its ``when`` split into the signals and the facts it needs:
+    #: the first whose conditions hold is asked.
+    question_choices: Mapping[
+        tuple[str, str], tuple[tuple[Question, tuple[str, ...], tuple[str, ...]], ...]
+    ]
+    renewal_types: frozenset[str]
+    renewal_pattern: re.Pattern[str] | None
+    renewal_element: str | None
     #: (signal code, or "element:<key>") -> the topic of its questions, when they have one
     #: (the first question's that does): for a phase-less lookup.
     target_topics: Mapping[str, str]
@@ -490,6 +541,8 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
                 tuple(sources),
                 absent_source,
                 f"{element.label} expected from the {element.from_phase} phase",
+                tuple(name for src in sources if src.kind == "field" for name in src.names),
+                any(src.kind != "keywords" for src in sources),
             )
         )
     by_signal: dict[str, list[Question]] = {}
@@ -507,6 +560,7 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
         elif question.element:
             by_element.setdefault(question.element, []).append(question)
     health = playbook.health
+    choices = _question_table(by_signal, by_element)
     return CompiledPlaybook(
         playbook=playbook,
         thresholds=playbook.thresholds,
@@ -524,7 +578,17 @@ def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
             "low": health.penalty_low,
         },
         element_from={element.key: element.from_index for element in elements},
-        question_for=_question_table(by_signal, by_element),
+        question_for={key: value[0] for key, value in choices.items()},
+        question_choices={
+            key: tuple((q, *_conditions(q)) for q in value) for key, value in choices.items()
+        },
+        renewal_types=frozenset(t.strip().lower() for t in playbook.renewal_types),
+        renewal_pattern=(
+            keyword_pattern([k.lower() for k in playbook.renewal_keywords])
+            if playbook.renewal_keywords
+            else None
+        ),
+        renewal_element=playbook.renewal_element,
         target_topics=_target_topics(by_signal, by_element),
     )
 
@@ -541,18 +605,27 @@ def _target_topics(
     return topics
 
 
+def _conditions(question: Question) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A question's ``when``: (signals that must have fired, facts that must be set)."""
+    when = question.when or ()
+    fired = tuple(c.removeprefix("signal:") for c in when if c.startswith("signal:"))
+    facts = tuple(c for c in when if not c.startswith("signal:"))
+    return fired, facts
+
+
 def _question_table(
     by_signal: Mapping[str, list[Question]], by_element: Mapping[str, list[Question]]
-) -> dict[tuple[str, str], Question]:
-    """For every target and phase, the first question meant for that phase, else the
-    first meant for every phase."""
-    table: dict[tuple[str, str], Question] = {}
+) -> dict[tuple[str, str], tuple[Question, ...]]:
+    """For every target and phase, the questions to choose from: those meant for the
+    phase, then those meant for every phase, each group in playbook order."""
+    table: dict[tuple[str, str], tuple[Question, ...]] = {}
     targets = [*by_signal.items(), *((f"element:{k}", v) for k, v in by_element.items())]
     for target, questions in targets:
         for phase in PHASES:
-            fallback = next((q for q in questions if q.phases is None), None)
-            chosen = next((q for q in questions if q.phases and phase in q.phases), fallback)
-            if chosen is not None:
+            chosen = tuple(q for q in questions if q.phases and phase in q.phases) + tuple(
+                q for q in questions if q.phases is None
+            )
+            if chosen:
                 table[(target, phase)] = chosen
     return table
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 Severity = Literal["low", "medium", "high"]
 Audience = Literal["manager", "rep"]
 Band = Literal["healthy", "at_risk", "critical"]
-ElementStatus = Literal["confirmed", "ambiguous", "absent"]
+ElementStatus = Literal["confirmed", "ambiguous", "absent", "not_recorded"]
 
 SEVERITY_RANK: Mapping[str, int] = {"low": 1, "medium": 2, "high": 3}
 SEVERITIES: tuple[Severity, Severity, Severity] = ("low", "medium", "high")
@@ -76,7 +76,8 @@ class Signal:
         }
         if self.element is not None:
             data["element"] = self.element
-            data["status"] = self.status
+        if self.element is not None or self.status is not None:
+            data["status"] = self.status  # "not_recorded": what the CRM does not record
         return data
 
 

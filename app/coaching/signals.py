@@ -8,17 +8,19 @@ days between UTC dates.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
 from app.coaching.playbook import CompiledPlaybook, Thresholds, normalise_role
 from app.coaching.results import SEVERITIES, Evidence, Severity, Signal
-from app.coaching.snapshot import DealSnapshot, Stage
+from app.coaching.snapshot import Change, DealSnapshot, Stage
 
 _LEVEL = {"low": 0, "medium": 1, "high": 2}
 _LATE_PHASES = frozenset({"propose", "negotiate", "commit"})
 _EARLY_PHASES = frozenset({"discover", "qualify"})
+_CLOSING_PHASES = frozenset({"negotiate", "commit"})
 
 
 @dataclass(slots=True)
@@ -30,13 +32,19 @@ class ReviewContext:
     as_of: datetime
     today: date
     phase: str
-    stage_entered_at: datetime
+    #: When the deal entered its current stage (None: unknown), whether that is
+    #: exact or a lower bound ("at least"), and the field it was read from.
+    stage_entered_at: datetime | None
+    stage_entered_exact: bool
+    stage_entered_field: str
     #: The deal's contact roles, normalised, each with "Role (contact)" for evidence.
     roles: Mapping[str, str]
     #: The deal's free text (next_step, description, name), lowercased once.
     lowered: Mapping[str, str]
     #: Levels every signal of this deal moves (see :func:`severity_shift`).
     severity_shift: int
+    #: The deal is a renewal (its type, name or stage says so).
+    renewal: bool = False
 
 
 def deal_roles(deal: DealSnapshot) -> dict[str, str]:
@@ -67,6 +75,35 @@ def _money(amount: float | None) -> str:
     if amount is None:
         return "none"
     return f"{amount:,.0f}"
+
+
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def spoken_date(value: date | datetime, today: date) -> str:
+    """ "31 January" (the year added when it is not ``today``'s)."""
+    day = value.date() if isinstance(value, datetime) else value
+    text = f"{day.day} {_MONTHS[day.month - 1]}"
+    return text if day.year == today.year else f"{text} {day.year}"
+
+
+def quote_text(text: str, limit: int = 80) -> str:
+    """Free text as a question quotes it: one line, at most ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
 
 
 def severity_shift(amount: float | None, phase: str, thresholds: Thresholds) -> int:
@@ -104,6 +141,35 @@ def _signal(
     return Signal(code, scale_severity(base, context), message, evidence, facts)
 
 
+def roles_present(deal: DealSnapshot) -> str:
+    """The contacts holding a role, as a question names them: "Ann Lee (Champion), ..."
+    (the role alone when the CRM gives no name)."""
+    named = []
+    for contact in deal.contacts:
+        if not contact.roles:
+            continue
+        roles = quote_text(", ".join(contact.roles), 40)
+        named.append(f"{quote_text(contact.name, 40)} ({roles})" if contact.name else roles)
+        if len(named) == 3:
+            break
+    return ", ".join(named)
+
+
+def _pushes(deal: DealSnapshot) -> list[Change[date]]:
+    return [
+        change
+        for change in deal.close_date_history
+        if change.old is not None and change.new is not None and change.new > change.old
+    ]
+
+
+def _quiet(deal: DealSnapshot, c: ReviewContext) -> bool:
+    """No activity within the playbook's window (the no_recent_activity reading)."""
+    last = deal.last_activity_at
+    since = deal.created_at if last is None else last
+    return _days(since, c.today) > c.thresholds.no_activity_days
+
+
 # ---------------------------------------------------------------- the rules
 
 
@@ -112,6 +178,7 @@ def close_date_passed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         return None
     days = (c.today - deal.close_date).days
     base: Severity = "high" if days > c.thresholds.close_date_passed_high_days else "medium"
+    late = c.phase in _LATE_PHASES
     return _signal(
         "close_date_passed",
         base,
@@ -119,16 +186,18 @@ def close_date_passed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Close date {deal.close_date.isoformat()} passed {days} days ago",
         (Evidence("close_date", deal.close_date.isoformat(), deal.close_date),),
-        {"days": days, "close_date": deal.close_date.isoformat()},
+        {
+            "days": days,
+            "close_date": deal.close_date.isoformat(),
+            "push_count": len(_pushes(deal)),
+            "late": 1 if late else 0,
+            "quiet": 1 if _quiet(deal, c) else 0,
+        },
     )
 
 
 def close_date_pushed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
-    pushes = [
-        change
-        for change in deal.close_date_history
-        if change.old is not None and change.new is not None and change.new > change.old
-    ]
+    pushes = _pushes(deal)
     count = len(pushes)
     if count < c.thresholds.push_count:
         return None
@@ -143,6 +212,15 @@ def close_date_pushed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         for change in pushes
     )
     current = deal.close_date.isoformat() if deal.close_date else "none"
+    moves = ", ".join(
+        f"{spoken_date(ch.old, c.today)} to {spoken_date(ch.new, c.today)} on "
+        f"{spoken_date(ch.at, c.today)}"
+        for ch in pushes[-3:]
+        if ch.old is not None and ch.new is not None
+    )
+    if count > 3:
+        moves = f"latest: {moves}"
+    first = pushes[0].old
     return _signal(
         "close_date_pushed",
         base,
@@ -150,34 +228,53 @@ def close_date_pushed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Close date moved later {count} times (now {current})",
         evidence,
-        {"count": count, "close_date": current},
+        {
+            "count": count,
+            "close_date": current,
+            "moves": moves,
+            "first_close_on": spoken_date(first, c.today) if first is not None else "",
+        },
     )
 
 
 def stalled_in_stage(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
+    entered = c.stage_entered_at
+    if entered is None:
+        return None  # the CRM does not say when this stage began: no clock, no claim
     t = c.thresholds
     limit = t.stalled_days_by_stage.get(deal.stage.key)
     if limit is None:
         limit = t.stalled_days_by_phase.get(c.phase, t.stalled_days)  # type: ignore[call-overload]
-    days = _days(c.stage_entered_at, c.today)
+    days = _days(entered, c.today)
     if days <= limit:
         return None
     base: Severity = "high" if days > limit * t.stalled_high_factor else "medium"
+    since = entered.date().isoformat()
+    if c.stage_entered_exact:
+        message = f"{days} days in {deal.stage.label} (limit {limit})"
+        detail = f"in this stage since {since}"
+        stage_days = f"{days} days"
+    else:
+        message = (
+            f"At least {days} days in {deal.stage.label} (limit {limit}): "
+            f"the stage history starts on {since} with the deal already in it"
+        )
+        detail = f"already in this stage when the history starts on {since}"
+        stage_days = f"at least {days} days"
     return _signal(
         "stalled_in_stage",
         base,
         deal,
         c,
-        f"{days} days in {deal.stage.label} (limit {limit})",
-        (
-            Evidence(
-                "stage",
-                deal.stage.label,
-                c.stage_entered_at,
-                f"in this stage since {c.stage_entered_at.date().isoformat()}",
-            ),
-        ),
-        {"days": days, "limit": limit},
+        message,
+        (Evidence(c.stage_entered_field, deal.stage.label, entered, detail),),
+        {
+            "days": days,
+            "limit": limit,
+            "stage_days": stage_days,
+            "since": spoken_date(entered, c.today),
+            "at_least": 0 if c.stage_entered_exact else 1,
+        },
     )
 
 
@@ -194,7 +291,7 @@ def no_recent_activity(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             c,
             f"No activity logged on a deal {age} days old",
             (Evidence("last_activity_at", None, None, f"deal created {deal.created_at.date()}"),),
-            {"days": age},
+            {"days": age, "last_on": "", "never": 1},
         )
     days = _days(deal.last_activity_at, c.today)
     if days <= t.no_activity_days:
@@ -210,7 +307,7 @@ def no_recent_activity(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 "last_activity_at", deal.last_activity_at.date().isoformat(), deal.last_activity_at
             ),
         ),
-        {"days": days},
+        {"days": days, "last_on": spoken_date(deal.last_activity_at, c.today), "never": 0},
     )
 
 
@@ -221,6 +318,7 @@ def next_step_missing(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         return None
     if deal.next_activity_at is not None and deal.next_activity_at >= c.as_of:
         return None
+    ahead = (deal.close_date - c.today).days if deal.close_date is not None else 0
     return _signal(
         "next_step_missing",
         "low",
@@ -235,7 +333,47 @@ def next_step_missing(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 deal.next_activity_at,
             ),
         ),
-        {},
+        {"closes_ahead": ahead if ahead > 0 else 0},
+    )
+
+
+#: A next step that names no outcome: the whole text is a generic follow-up.
+_VAGUE_NEXT_STEP = re.compile(
+    r"(?:follow[- ]?ups?|follow up|check[- ]?in|touch base|catch[- ]?up|chase|chasing|ping|"
+    r"call|meeting|email|send (?:an )?(?:email|info|information)|waiting|wait|tbd|tbc|"
+    r"next steps?|update)"
+    r"(?: (?:call|meeting|email|with (?:them|the customer|client)))?"
+    r"(?: (?:booked|scheduled|sent|planned|tbd|tbc|next week|soon))?"
+)
+_PUNCTUATION = re.compile(r"[^\w\s-]")
+#: Price talk once the deal is in negotiation or commit: a contradiction to discuss.
+_PRICING = re.compile(r"\b(?:pric|discount|renegotiat|re-negotiat|re-quote|requote)")
+
+
+def next_step_vague(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
+    """A next step that is a generic follow-up, or a pricing talk in a closing phase."""
+    text = (deal.next_step or "").strip()
+    closing = c.phase in _CLOSING_PHASES
+    if not text or (len(text) > 60 and not closing):
+        return None  # a generic follow-up is short; only price talk matters when long
+    plain = " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+    pricing = closing and _PRICING.search(plain) is not None
+    if not pricing and not _VAGUE_NEXT_STEP.fullmatch(plain):
+        return None
+    quoted = quote_text(text)
+    message = (
+        f"Next step '{quoted}' talks price in {deal.stage.label}"
+        if pricing
+        else f"Next step '{quoted}' does not say what the customer will do"
+    )
+    return _signal(
+        "next_step_vague",
+        "low",
+        deal,
+        c,
+        message,
+        (Evidence("next_step", quoted),),
+        {"next_step": quoted, "pricing": 1 if pricing else 0},
     )
 
 
@@ -248,6 +386,14 @@ def single_threaded(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     contacts = deal.number_of_contacts
     if contacts > t.single_threaded_max_contacts:
         return None
+    who = ""
+    if deal.contacts:
+        first = deal.contacts[0]
+        role = quote_text(first.roles[0], 40) if first.roles else ""
+        if first.name:
+            who = f"{quote_text(first.name, 60)} ({role})" if role else quote_text(first.name, 60)
+        elif role:
+            who = f"their {role}"
     return _signal(
         "single_threaded",
         "medium",
@@ -258,7 +404,7 @@ def single_threaded(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
             Evidence("contacts", str(contacts)),
             Evidence("amount", _money(deal.amount)),
         ),
-        {"contacts": contacts},
+        {"contacts": contacts, "contact": who, "none": 1 if contacts == 0 else 0},
     )
 
 
@@ -270,6 +416,25 @@ def no_economic_buyer(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     if not c.playbook.economic_buyer_roles.isdisjoint(c.roles):
         return None
     percent = round(probability * 100)
+    stage_evidence = Evidence("stage", deal.stage.label, None, f"probability {percent}%")
+    if not deal.roles_recorded:
+        count = deal.number_of_contacts
+        signal = _signal(
+            "no_economic_buyer",
+            "low",
+            deal,
+            c,
+            f"Economic buyer unknown: the {count} contacts on the deal carry no role or label",
+            (
+                Evidence("contacts.roles", None, None, f"{count} contacts, none with a role"),
+                stage_evidence,
+            ),
+            {"probability": percent, "roles_present": "", "unknown": 1},
+        )
+        signal.severity = "low"
+        signal.status = "not_recorded"
+        return signal
+    present = roles_present(deal)
     return _signal(
         "no_economic_buyer",
         "high" if probability >= t.economic_buyer_high_probability else "medium",
@@ -281,9 +446,9 @@ def no_economic_buyer(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 "contacts.roles",
                 ", ".join(sorted({r for contact in deal.contacts for r in contact.roles})) or None,
             ),
-            Evidence("stage", deal.stage.label, None, f"probability {percent}%"),
+            stage_evidence,
         ),
-        {"probability": percent},
+        {"probability": percent, "roles_present": present, "unknown": 0},
     )
 
 
@@ -305,17 +470,53 @@ def amount_decreased(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     if drop < t.amount_decrease_ratio:
         return None
     drop_pct = round(drop * 100)
+    # The cut: the latest decrease (the amount may have fallen in steps).
+    cut = next(
+        (
+            ch
+            for ch in reversed(deal.amount_history)
+            if ch.old is not None and ch.new is not None and ch.new < ch.old
+        ),
+        None,
+    )
+    facts: dict[str, str | int | float] = {
+        "drop_pct": drop_pct,
+        "peak": _money(peak),
+        "now": _money(deal.amount),
+        "cut_on": "",
+        "days_after": "",
+        "after_stage": "",
+        "late": 0,
+        "pricing_step": "",
+    }
+    evidence = [
+        Evidence("amount", _money(peak), peak_at, "highest recorded amount"),
+        Evidence("amount", _money(deal.amount), None, "current amount"),
+    ]
+    entered = c.stage_entered_at
+    if cut is not None:
+        facts["cut_on"] = spoken_date(cut.at, c.today)
+        evidence.append(Evidence("amount", _money(cut.new), cut.at, f"cut from {_money(cut.old)}"))
+        if entered is not None and c.stage_entered_exact and cut.at >= entered:
+            after = _days(entered, cut.at.date())
+            facts["days_after"] = (
+                "the same day" if after == 0 else ("1 day" if after == 1 else f"{after} days")
+            )
+            facts["after_stage"] = deal.stage.label
+            facts["late"] = 1 if c.phase in _CLOSING_PHASES else 0
+            evidence.append(
+                Evidence(c.stage_entered_field, deal.stage.label, entered, "stage entered")
+            )
+    if facts["late"] and deal.next_step and _PRICING.search(deal.next_step.lower()):
+        facts["pricing_step"] = quote_text(deal.next_step)
     return _signal(
         "amount_decreased",
         "high" if drop >= t.amount_decrease_high_ratio else "medium",
         deal,
         c,
         f"Amount {_money(deal.amount)} is {drop_pct}% below its peak of {_money(peak)}",
-        (
-            Evidence("amount", _money(peak), peak_at, "highest recorded amount"),
-            Evidence("amount", _money(deal.amount), None, "current amount"),
-        ),
-        {"drop_pct": drop_pct},
+        tuple(evidence),
+        facts,
     )
 
 
@@ -339,7 +540,11 @@ def stage_regressed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
                 c,
                 f"Moved back from {old.label} to {new.label} {days} days ago",
                 (Evidence("stage", new.label, change.at, f"moved back from {old.label}"),),
-                {"from_stage": old.label, "days": days},
+                {
+                    "from_stage": old.label,
+                    "days": days,
+                    "moved_on": spoken_date(change.at, c.today),
+                },
             )
     return None
 
@@ -375,17 +580,25 @@ def forecast_mismatch(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     if deal.stage.probability >= c.thresholds.forecast_min_probability:
         return None
     percent = round(deal.stage.probability * 100)
+    ahead = (deal.close_date - c.today).days if deal.close_date is not None else -1
+    evidence = [
+        Evidence("forecast_category", quote_text(category, 40)),
+        Evidence("stage", deal.stage.label, None, f"probability {percent}%"),
+    ]
+    if deal.close_date is not None:
+        evidence.append(Evidence("close_date", deal.close_date.isoformat(), deal.close_date))
     return _signal(
         "forecast_mismatch",
         "high",
         deal,
         c,
-        f"Forecast {category} at {percent}% stage probability",
-        (
-            Evidence("forecast_category", category),
-            Evidence("stage", deal.stage.label, None, f"probability {percent}%"),
-        ),
-        {"category": category, "probability": percent},
+        f"Forecast {quote_text(category, 40)} at {percent}% stage probability",
+        tuple(evidence),
+        {
+            "category": quote_text(category, 40),
+            "probability": percent,
+            "closes_soon": ahead if 0 <= ahead <= c.thresholds.close_soon_days + 15 else 0,
+        },
     )
 
 
@@ -403,7 +616,7 @@ def owner_changed(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Owner changed {days} days ago",
         (Evidence("owner_id", change.new, change.at, f"from {change.old}"),),
-        {"days": days},
+        {"days": days, "changed_on": spoken_date(change.at, c.today)},
     )
 
 
@@ -419,7 +632,7 @@ def deal_aging(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         c,
         f"Open for {days} days",
         (Evidence("created_at", deal.created_at.date().isoformat(), deal.created_at),),
-        {"days": days},
+        {"days": days, "created_on": spoken_date(deal.created_at, c.today)},
     )
 
 
@@ -432,6 +645,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("stalled_in_stage", stalled_in_stage),
     ("no_recent_activity", no_recent_activity),
     ("next_step_missing", next_step_missing),
+    ("next_step_vague", next_step_vague),
     ("single_threaded", single_threaded),
     ("no_economic_buyer", no_economic_buyer),
     ("amount_decreased", amount_decreased),
@@ -442,4 +656,11 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("deal_aging", deal_aging),
 )
 
-__all__ = ["RULES", "ReviewContext", "scale_severity"]
+__all__ = [
+    "RULES",
+    "ReviewContext",
+    "quote_text",
+    "roles_present",
+    "scale_severity",
+    "spoken_date",
+]

@@ -79,9 +79,21 @@ class DealSnapshot:
     History tuples are ordered oldest first and hold only real changes
     (``old != new``). ``stage_history`` holds stage changes only: a CRM row
     that changed just the amount or the close date is not a stage change.
-    ``stage_entered_at`` is set when the CRM states it directly (HubSpot's
-    ``hs_v2_date_entered_<stage>``); otherwise the engine derives it from
-    ``stage_history`` and falls back to ``created_at``.
+    ``stage_entered_at`` is set when the CRM states it directly (Salesforce
+    ``LastStageChangeDate``, HubSpot ``hs_v2_date_entered_current_stage`` or
+    ``hs_v2_date_entered_<stage>``), named by ``stage_entered_field``; otherwise
+    the engine derives it from ``stage_history``. ``stage_history_from`` is the
+    time of the oldest stage record the history holds (its first row, which is
+    not a change): when no change into the current stage is recorded, it tells
+    whether the deal was created in that stage (history starting at creation)
+    or was already in it when the history starts ("at least N days"). Without
+    it the engine does not know when the stage began and says so.
+    ``recorded_fields`` names the fields and properties the organisation records
+    (its describe / properties API, or the keys an export carries); ``None``
+    means unknown, and every field then counts as recorded. A methodology field
+    outside it is ``not_recorded``, not ``absent``.
+    ``deal_type`` is the CRM's deal type (Salesforce ``Type``, HubSpot
+    ``dealtype``), which tells renewals apart.
     ``has_future_activity`` is the CRM's own flag (Salesforce ``HasOpenActivity``);
     ``next_activity_at`` the next scheduled activity when the CRM gives a date
     (HubSpot ``notes_next_activity_date``): the engine compares it with ``as_of``.
@@ -122,6 +134,10 @@ class DealSnapshot:
     fields: Mapping[str, str] = field(default_factory=dict)
     pipeline: str | None = None
     modified_at: datetime | None = None
+    stage_entered_field: str | None = None
+    stage_history_from: datetime | None = None
+    recorded_fields: frozenset[str] | None = None
+    deal_type: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -134,6 +150,18 @@ class DealSnapshot:
         if self.contact_count is not None and self.contact_count > listed:
             return self.contact_count
         return listed
+
+    def records(self, name: str) -> bool:
+        """Whether the organisation records this field (unknown counts as recorded)."""
+        return self.recorded_fields is None or name in self.recorded_fields
+
+    @property
+    def roles_recorded(self) -> bool:
+        """Whether the deal's contacts carry roles at all: contacts on the deal and
+        none with a role or label means the organisation does not record roles."""
+        if any(contact.roles for contact in self.contacts):
+            return True
+        return self.number_of_contacts == 0
 
 
 @dataclass(frozen=True, slots=True)

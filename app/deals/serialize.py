@@ -103,6 +103,10 @@ def snapshot_to_json(deal: DealSnapshot) -> dict[str, Any]:
         "fields": dict(deal.fields),
         "pipeline": deal.pipeline,
         "modified_at": _iso(deal.modified_at),
+        "stage_entered_field": deal.stage_entered_field,
+        "stage_history_from": _iso(deal.stage_history_from),
+        "recorded_fields": (None if deal.recorded_fields is None else sorted(deal.recorded_fields)),
+        "deal_type": deal.deal_type,
     }
 
 
@@ -145,4 +149,11 @@ def snapshot_from_json(data: Mapping[str, Any]) -> DealSnapshot:
         fields=dict(data.get("fields", {})),
         pipeline=data.get("pipeline"),
         modified_at=_dt(data.get("modified_at")),
+        stage_entered_field=data.get("stage_entered_field"),
+        stage_history_from=_dt(data.get("stage_history_from")),
+        # Stored before these existed: unknown, so every field counts as recorded.
+        recorded_fields=(
+            None if data.get("recorded_fields") is None else frozenset(data["recorded_fields"])
+        ),
+        deal_type=data.get("deal_type"),
     )

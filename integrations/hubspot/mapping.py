@@ -17,7 +17,7 @@ playbook can map custom properties such as ``dealcoach_metrics``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -164,8 +164,16 @@ def parse_pipelines(payload: object) -> dict[str, StageCatalogue]:
 # --------------------------------------------------------------------------- deal
 
 
-def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) -> DealSnapshot:
+def map_deal(
+    obj: Mapping[str, Any],
+    pipelines: Mapping[str, StageCatalogue],
+    recorded: Iterable[str] | None = None,
+) -> DealSnapshot:
     """Map one HubSpot deal object to a :class:`DealSnapshot`.
+
+    ``recorded`` names the deal properties the portal has (``GET
+    /crm/v3/properties/deals``); without it, the properties the object carries
+    are what the portal records (for an export, a missing key is not recorded).
 
     The ``pipeline`` property picks the catalogue (``"default"`` when absent).
     Raises :class:`MappingError` for a missing or malformed ``id`` (a string or
@@ -208,9 +216,13 @@ def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) ->
     last_activity_at = _datetime(
         props.get("notes_last_contacted"), "notes_last_contacted", rid
     ) or _datetime(props.get("notes_last_updated"), "notes_last_updated", rid)
-    stage_entered_at = _datetime(
-        props.get(f"hs_v2_date_entered_{stage_id}"), f"hs_v2_date_entered_{stage_id}", rid
-    ) or _datetime(props.get(f"hs_date_entered_{stage_id}"), f"hs_date_entered_{stage_id}", rid)
+    stage_entered_at: datetime | None = None
+    stage_entered_field: str | None = None
+    for name in _stage_entry_properties(stage_id):
+        stage_entered_at = _datetime(props.get(name), name, rid)
+        if stage_entered_at is not None:
+            stage_entered_field = name
+            break
 
     history = _history_block(obj, rid)
     stage_points = [
@@ -247,6 +259,20 @@ def map_deal(obj: Mapping[str, Any], pipelines: Mapping[str, StageCatalogue]) ->
         owner_history=tuple(_consecutive_changes(owner_points, _same)),
         fields=_custom_properties(props),
         pipeline=pipeline_id,
+        stage_entered_field=stage_entered_field,
+        stage_history_from=stage_points[0][0] if stage_points else None,
+        # What the portal records: the properties the export or fetch carries.
+        recorded_fields=frozenset(props) | frozenset(recorded or ()),
+        deal_type=_text(props.get("dealtype"), "dealtype", rid),
+    )
+
+
+def _stage_entry_properties(stage_id: str) -> tuple[str, ...]:
+    """HubSpot's own stage-entry properties for the current stage, best first."""
+    return (
+        "hs_v2_date_entered_current_stage",
+        f"hs_v2_date_entered_{stage_id}",
+        f"hs_date_entered_{stage_id}",
     )
 
 

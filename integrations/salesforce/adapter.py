@@ -238,6 +238,7 @@ _DESCRIBED_FIELDS: Final = (
     "LastStageChangeDate",
     "CurrencyIsoCode",
     "PushCount",
+    "Type",
 )
 _SUBQUERIES: Final[Mapping[str, str]] = {
     "OpportunityHistories": (

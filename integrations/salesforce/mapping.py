@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -132,8 +132,14 @@ def parse_stage_catalogue(payload: object) -> StageCatalogue:
 # --------------------------------------------------------------------------- opportunity
 
 
-def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSnapshot:
+def map_opportunity(
+    record: Mapping[str, Any], stages: StageCatalogue, recorded: Iterable[str] | None = None
+) -> DealSnapshot:
     """Map one Opportunity record (with its subqueries) to a :class:`DealSnapshot`.
+
+    ``recorded`` names the Opportunity fields the org has (its describe); without
+    it, the fields the record carries are what the org records (a query selects
+    only fields that exist; for an export, a missing key is not recorded).
 
     ``stages`` resolves ``StageName`` (by ``ApiName``, then by label); the
     current stage's probability comes from it, not from the record's
@@ -168,8 +174,13 @@ def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSn
     owner = record.get("Owner")
     owner_name = _text(owner.get("Name"), "Owner.Name", rid) if isinstance(owner, Mapping) else None
 
-    stage_changes, amount_changes, close_changes = _opportunity_history(record, stages, rid)
+    stage_changes, amount_changes, close_changes, history_from = _opportunity_history(
+        record, stages, rid
+    )
     field_stage, field_amount, field_close, owner_changes = _field_history(record, stages, rid)
+    if field_stage and (history_from is None or field_stage[0].at < history_from):
+        history_from = field_stage[0].at
+    stage_entered_at = _datetime(record.get("LastStageChangeDate"), "LastStageChangeDate", rid)
 
     return DealSnapshot(
         id=rid,
@@ -189,7 +200,13 @@ def map_opportunity(record: Mapping[str, Any], stages: StageCatalogue) -> DealSn
         contacts=_contacts(record, rid),
         # Salesforce sends null for an empty subquery; a missing key means not selected.
         contacts_known="OpportunityContactRoles" in record,
-        stage_entered_at=_datetime(record.get("LastStageChangeDate"), "LastStageChangeDate", rid),
+        stage_entered_at=stage_entered_at,
+        stage_entered_field="LastStageChangeDate" if stage_entered_at is not None else None,
+        stage_history_from=history_from,
+        # What the org records: the fields the query selected (an export's keys).
+        recorded_fields=frozenset(key for key in record if key != "attributes")
+        | frozenset(recorded or ()),
+        deal_type=_text(record.get("Type"), "Type", rid),
         stage_history=tuple(_merge(stage_changes, field_stage, _same_stage)),
         close_date_history=tuple(_merge(close_changes, field_close, _same)),
         amount_history=tuple(_merge(amount_changes, field_amount, _same)),
@@ -232,8 +249,9 @@ def _history_stage(stages: StageCatalogue, name: str, probability: float | None)
 
 def _opportunity_history(
     record: Mapping[str, Any], stages: StageCatalogue, rid: str
-) -> tuple[list[Change[Stage]], list[Change[float]], list[Change[date]]]:
-    """Changes from ``OpportunityHistories``: consecutive full rows, oldest first."""
+) -> tuple[list[Change[Stage]], list[Change[float]], list[Change[date]], datetime | None]:
+    """Changes from ``OpportunityHistories``: consecutive full rows, oldest first; and
+    the time of the oldest row with a stage (where the stage history starts)."""
     rows = _subquery(record, "OpportunityHistories", rid)
     dated: list[tuple[datetime, int, dict[str, Any]]] = []
     for index, row in enumerate(rows):
@@ -264,6 +282,7 @@ def _opportunity_history(
         _consecutive_changes(stage_points, _same_stage),
         _consecutive_changes(amount_points, _same),
         _consecutive_changes(close_points, _same),
+        stage_points[0][0] if stage_points else None,
     )
 
 

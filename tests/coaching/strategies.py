@@ -145,6 +145,16 @@ deals = st.builds(
     owner_history=histories(st.text(max_size=8)),
     fields=field_values,
     pipeline=st.one_of(st.none(), st.text(max_size=10)),
+    stage_entered_field=st.one_of(
+        st.none(), st.sampled_from(["LastStageChangeDate", "hs_v2_date_entered_current_stage"])
+    ),
+    stage_history_from=st.one_of(st.none(), moments),
+    recorded_fields=st.one_of(
+        st.none(), st.frozensets(st.sampled_from(FIELD_NAMES), max_size=len(FIELD_NAMES))
+    ),
+    deal_type=st.one_of(
+        st.none(), st.sampled_from(["Renewal", "existingbusiness", "New Customer"]), texts
+    ),
 )
 
 #: Deals in a closed stage (won or lost), with any data at all.

@@ -93,7 +93,8 @@ def test_given_owner_when_agenda_built_then_only_exceptions_ranked_by_risk_times
     agenda = pipeline_agenda(_pipeline().values(), "005A", AS_OF)
 
     ids = [item.review.deal_id for item in agenda.items]
-    assert ids == ["big_risky", "commit_early", "small_critical", "unpriced"]
+    # early_close closes in 10 days from qualification: one medium risk, so at risk.
+    assert ids == ["big_risky", "commit_early", "small_critical", "early_close", "unpriced"]
     exposures = [item.exposure for item in agenda.items]
     assert exposures == sorted(exposures, reverse=True)
     big = agenda.items[0]
@@ -217,7 +218,7 @@ def test_given_healthy_deal_with_a_passed_close_date_when_checked_then_it_is_an_
     passed = _review("passed", close_date=day(-3))
 
     assert [(s.code, s.severity) for s in passed.signals] == [("close_date_passed", "medium")]
-    assert passed.health.band == "healthy"
+    assert passed.health.band == "at_risk"  # one medium risk makes a deal at risk
     assert is_exception(passed)
 
 
@@ -232,7 +233,7 @@ def test_given_healthy_deal_with_a_forecast_mismatch_when_checked_then_it_is_an_
     )
 
     assert [(s.code, s.severity) for s in committed.signals] == [("forecast_mismatch", "medium")]
-    assert committed.health.band == "healthy"
+    assert committed.health.band == "at_risk"  # one medium risk makes a deal at risk
     assert is_exception(committed)
     assert pipeline_agenda([committed], None, AS_OF).items[0].review is committed
 

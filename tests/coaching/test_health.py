@@ -108,10 +108,10 @@ def test_given_a_review_when_scored_then_health_matches_its_signals() -> None:
 # --------------------------------------------------------------- severity floors the band
 
 
-def test_given_default_settings_then_gaps_cap_at_fifty_and_three_highs_are_critical() -> None:
+def test_given_default_settings_then_gaps_cap_at_fifty_and_two_highs_are_critical() -> None:
     settings = playbook().playbook.health
 
-    assert (settings.methodology_penalty_cap, settings.high_signals_critical) == (50, 3)
+    assert (settings.methodology_penalty_cap, settings.high_signals_critical) == (50, 2)
 
 
 #: High signals cost one point: the score stays healthy, so only the floor can move the band.
@@ -121,7 +121,7 @@ _CHEAP_HIGH = compile_playbook(
 
 
 @pytest.mark.parametrize(
-    ("highs", "band"), [(0, "healthy"), (1, "at_risk"), (2, "at_risk"), (3, "critical")]
+    ("highs", "band"), [(0, "healthy"), (1, "at_risk"), (2, "critical"), (3, "critical")]
 )
 def test_given_high_signals_on_a_healthy_score_when_scored_then_the_band_is_floored(
     highs: int, band: str

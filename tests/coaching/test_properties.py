@@ -62,11 +62,27 @@ def test_any_review_keeps_its_invariants(
         else "critical"
     )
     rank = {"healthy": 0, "at_risk": 1, "critical": 2}
-    highs = sum(signal.severity == "high" for signal in result.signals)
-    if highs == 0:
+    # The band is never better than the score's; risks floor it further.
+    assert rank[result.health.band] >= rank[score_band]
+    risks = [
+        s
+        for s in result.signals
+        if s.code != "methodology_gap" and s.status != "not_recorded" and s.severity != "low"
+    ]
+    if risks:  # one medium or high risk makes a deal at risk
+        assert rank[result.health.band] >= 1
+    serious_gap = any(
+        s.code == "methodology_gap" and s.status == "absent" and s.severity == "high"
+        for s in result.signals
+    )
+    if not risks and not serious_gap:
         assert result.health.band == score_band
-    else:  # a high signal floors the band: never better than at_risk, never above the score's
-        assert rank[result.health.band] >= max(rank[score_band], 1)
+    # What the organisation does not record costs nothing.
+    penalties = dict(result.health.penalties)
+    for s in result.signals:
+        if s.status == "not_recorded":
+            assert penalties[s.key] == 0 and s.severity == "low"
+    assert sum(1 for p in result.prompts if p.why.find("not recorded in the CRM") >= 0) <= 1
     assert len(result.prompts) == len(result.rep_prompts) <= settings_.max_per_deal
     assert sum(p.shown_first for p in result.prompts) <= settings_.show_first
     assert [p.question_id for p in result.prompts] == [p.question_id for p in result.rep_prompts]

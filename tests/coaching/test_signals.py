@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
-from app.coaching.engine import stage_entered_at
+from app.coaching.engine import stage_clock, stage_entered_at
 from app.coaching.playbook import compile_playbook, load_playbook_text
 from app.coaching.snapshot import Change, Contact, Stage
 
@@ -206,14 +206,38 @@ def test_given_recent_crm_stage_entry_date_when_reviewed_then_old_history_does_n
     assert "stalled_in_stage" not in codes(review(deal))
 
 
-def test_given_no_stage_history_when_reviewed_then_stage_clock_starts_at_creation() -> None:
-    deal = make_deal(created_at=days_ago(35), stage_history=())
+def test_given_no_stage_history_at_all_when_reviewed_then_the_stage_clock_is_unknown() -> None:
+    # Nothing says when the stage began: the created date would be a guess.
+    deal = make_deal(created_at=days_ago(200), stage_history=())
 
-    assert stage_entered_at(deal) == days_ago(35)
-    assert signal(review(deal), "stalled_in_stage").facts["days"] == 35
+    assert stage_clock(deal) == (None, False, "stage")
+    assert "stalled_in_stage" not in codes(review(deal))
 
 
-def test_given_history_only_into_other_stages_when_reviewed_then_clock_falls_back_to_creation() -> (
+def test_given_history_starting_at_creation_in_this_stage_then_the_clock_starts_at_creation() -> (
+    None
+):
+    created = days_ago(35)
+    deal = make_deal(
+        created_at=created, stage_history=(), stage_history_from=created + timedelta(seconds=2)
+    )
+
+    assert stage_clock(deal) == (created, True, "stage")
+    found = signal(review(deal), "stalled_in_stage")
+    assert (found.facts["days"], found.facts["stage_days"]) == (35, "35 days")
+
+
+def test_given_history_starting_inside_the_stage_then_days_count_from_it_as_at_least() -> None:
+    deal = make_deal(created_at=days_ago(300), stage_history=(), stage_history_from=days_ago(45))
+
+    found = signal(review(deal), "stalled_in_stage")
+
+    assert (found.facts["days"], found.facts["stage_days"]) == (45, "at least 45 days")
+    assert found.message.startswith("At least 45 days in Solution")
+    assert found.evidence[0].at == days_ago(45)
+
+
+def test_given_history_only_into_other_stages_when_reviewed_then_the_clock_is_a_lower_bound() -> (
     None
 ):
     deal = make_deal(
@@ -221,7 +245,16 @@ def test_given_history_only_into_other_stages_when_reviewed_then_clock_falls_bac
         stage_history=(Change(days_ago(5), DISCOVERY, QUALIFICATION),),
     )
 
-    assert stage_entered_at(deal) == days_ago(50)
+    assert stage_clock(deal) == (days_ago(5), False, "stage")
+
+
+def test_given_a_crm_stage_entry_field_then_the_evidence_names_it() -> None:
+    deal = make_deal(stage_entered_at=days_ago(40), stage_entered_field="LastStageChangeDate")
+
+    found = signal(review(deal), "stalled_in_stage")
+
+    assert found.evidence[0].field == "LastStageChangeDate"
+    assert found.facts["stage_days"] == "40 days"
 
 
 def test_given_deal_that_returned_to_its_stage_when_reviewed_then_clock_runs_from_the_return() -> (
@@ -562,8 +595,12 @@ def test_given_decreased_amount_when_reviewed_then_evidence_is_peak_and_current(
     assert [(e.field, e.value, e.at) for e in found.evidence] == [
         ("amount", "90,000", peak_at),
         ("amount", "60,000", None),
+        ("amount", "60,000", days_ago(5)),
+        ("stage", "Solution", days_ago(10)),  # the cut came 5 days after the stage began
     ]
     assert found.facts["drop_pct"] == 33
+    assert (found.facts["after_stage"], found.facts["days_after"]) == ("Solution", "5 days")
+    assert (found.facts["peak"], found.facts["now"]) == ("90,000", "60,000")
 
 
 def test_given_amount_that_only_grew_when_reviewed_then_no_decrease() -> None:
@@ -680,6 +717,7 @@ def test_given_commit_forecast_at_sixty_percent_when_reviewed_then_evidence_and_
     assert [(e.field, e.value) for e in found.evidence] == [
         ("forecast_category", "Commit"),
         ("stage", "Proposal"),
+        ("close_date", day(45).isoformat()),
     ]
 
 

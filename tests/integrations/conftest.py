@@ -48,11 +48,15 @@ def _signals_of(deal: DealSnapshot) -> set[str]:
     pushes = [c for c in deal.close_date_history if c.old and c.new and c.new > c.old]
     if len(pushes) >= 2:
         found.add("close_date_pushed")
+    # The stage clock: the CRM's entry date, else the latest move into the stage, else
+    # the start of the stage history (the creation when it starts there); never a guess.
     entered = deal.stage_entered_at or next(
         (c.at for c in reversed(deal.stage_history) if c.new and c.new.key == deal.stage.key),
-        deal.created_at,
+        None,
     )
-    if (today - entered.date()).days > 30:
+    if entered is None and not deal.stage_history and deal.stage_history_from is not None:
+        entered = deal.stage_history_from
+    if entered is not None and (today - entered.date()).days > 30:
         found.add("stalled_in_stage")
     last = deal.last_activity_at
     if (last is None and (today - deal.created_at.date()).days > 14) or (

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from app.coaching.engine import stage_clock
 from app.coaching.snapshot import Change, Contact, DealSnapshot, Stage, StageCatalogue
 from app.coaching.vocabulary import SIGNAL_CODES
 from integrations.base import MappingError
@@ -306,6 +307,7 @@ def test_map_deal_with_only_an_id_a_stage_and_createdAt() -> None:
         created_at=utc(2026, 10, 1),
         pipeline="default",  # no pipeline property: the default pipeline
         contacts_known=False,  # no associations, no count: contacts unknown
+        recorded_fields=frozenset({"dealstage"}),  # the properties the object carries
     )
 
 
@@ -699,7 +701,7 @@ def test_the_sample_pipelines_parse_with_the_default_pipeline_and_a_renewals_pip
 def test_every_sample_deal_maps(obj: dict[str, Any]) -> None:
     snapshot = map_deal(obj, sample_pipelines())
     assert snapshot.id == obj["id"]
-    assert snapshot.stage_entered_at is not None
+    assert stage_clock(snapshot)[0] is not None  # the entry date, or the stage history
     assert snapshot.number_of_contacts >= 1
 
 
@@ -710,13 +712,17 @@ def test_the_samples_cover_both_date_forms_both_association_shapes_and_three_own
     results = [r for obj in SAMPLE_DEALS for r in obj["associations"]["contacts"]["results"]]
     assert any("toObjectId" in r for r in results) and any("type" in r for r in results)
     deals = [map_deal(obj, sample_pipelines()) for obj in SAMPLE_DEALS]
-    assert 12 <= len(deals) <= 20
+    assert 15 <= len(deals) <= 40
     assert len({d.owner_id for d in deals}) == 3
     assert {d.stage.key for d in deals if d.stage.is_closed} == {"closedwon", "closedlost"}
     assert all(5000 <= (d.amount or 0) <= 750000 for d in deals)
-    assert any(d.fields.get("dealcoach_metrics") == "TBD" for d in deals)
-    assert any(len(d.fields) == 8 for d in deals)
-    assert any(not d.fields for d in deals)
+    # A standard portal: no methodology properties.
+    assert all(not d.fields for d in deals)
+    assert any(d.stage_entered_field == "hs_v2_date_entered_current_stage" for d in deals)
+    assert any(d.stage_entered_at is None for d in deals)  # the stage history alone
+    assert any(d.deal_type == "existingbusiness" for d in deals)
+    unlabelled = [d for d in deals if d.contacts and not d.roles_recorded]
+    assert any(d.stage.probability >= 0.5 for d in unlabelled)
 
 
 def test_each_sample_deal_shows_exactly_the_signals_it_is_meant_to(
@@ -733,9 +739,9 @@ def test_each_sample_deal_shows_exactly_the_signals_it_is_meant_to(
 def test_between_them_the_samples_show_every_signal_of_the_vocabulary(
     signals_of: Callable[[DealSnapshot], set[str]],
 ) -> None:
-    vocabulary = set(SIGNAL_CODES) - {
-        "methodology_gap"
-    }  # methodology_gap depends on the playbook: the custom fields are there for it
+    # methodology_gap depends on the playbook, next_step_vague on the engine's reading
+    # of free text: the yardstick leaves both out.
+    vocabulary = set(SIGNAL_CODES) - {"methodology_gap", "next_step_vague"}
     pipelines = sample_pipelines()
     shown: set[str] = set()
     for obj in SAMPLE_DEALS:

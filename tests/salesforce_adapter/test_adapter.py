@@ -362,6 +362,9 @@ def test_an_org_without_optional_or_custom_fields(tmp_path: Path) -> None:
         assert sorted(d.id for d in deals) == sorted(seeded)
         assert all(d.currency is None and d.stage_entered_at is None for d in deals)
         assert all(not d.fields for d in deals)
+        # What the describe lacks is not recorded: the engine asks, never calls it absent.
+        assert all("Metrics__c" not in (d.recorded_fields or {"Metrics__c"}) for d in deals)
+        assert all(d.stage_history_from is not None for d in deals)  # the clock has history
         assert provider.fetch_deal(seeded[0]).id == seeded[0]
         before = emulator.call_counts().get("sobject", 0)
         fields = {"dealcoach_health": "40", "dealcoach_summary": "x"}
@@ -376,7 +379,9 @@ def test_optional_and_methodology_fields_are_read_when_present(
     deal = provider.fetch_deal(seeded[0])
     assert deal.currency == "USD"
     assert deal.stage_entered_at is not None
+    assert deal.stage_entered_field == "LastStageChangeDate"
     assert deal.fields["Metrics__c"].startswith("Cut processing time")
+    assert {"Metrics__c", "LastStageChangeDate"} <= (deal.recorded_fields or set())
 
 
 # ---------------------------------------------------------------- fetch
