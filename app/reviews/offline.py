@@ -1,19 +1,23 @@
 """Offline review of CRM exports: the service behind ``dealcoach review`` and ``agenda``.
 
 Reads a CRM-native export (a Salesforce query response or a HubSpot deal
-list), maps each record with the same pure mapping functions the connectors
-use, and reviews it. A record that cannot be mapped (or reviewed) is reported
-and skipped; the others are still reviewed.
+list) as a stream, record by record (ijson, with its C backend yajl2_c), maps
+each record with the same pure mapping functions the connectors use, and
+reviews it: memory stays flat whatever the file's size. A record that cannot
+be mapped (or reviewed) is reported and skipped; the others are still reviewed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
+
+import ijson
 
 from app.coaching.engine import review_deal
 from app.coaching.playbook import CompiledPlaybook
@@ -83,34 +87,156 @@ def load_stages(provider: Provider, path: Path | None) -> Mapping[str, StageCata
         raise ExportError(f"{path}: {exc}") from None
 
 
+#: The records' path in each export (``ijson`` prefix) and the key named in errors.
+_RECORDS: dict[Provider, tuple[str, str]] = {
+    "salesforce": ("records.item", "records"),
+    "hubspot": ("results.item", "results"),
+}
+#: An export that yields no record is checked for its shape from a copy of its first
+#: bytes kept while streaming; a larger one gets a shorter message.
+_SHAPE_CHECK_BYTES = 8 * 2**20
+_READ_CHUNK = 256 * 1024
+
+
+class _CountingReader:
+    """A binary stream that counts the bytes read (for the progress bar) and keeps a
+    copy of the first :data:`_SHAPE_CHECK_BYTES` (for the shape check)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.bytes_read = 0
+        self.head: bytearray | None = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.bytes_read += len(data)
+        if self.head is not None:
+            if len(self.head) + len(data) <= _SHAPE_CHECK_BYTES:
+                self.head += data
+            else:
+                self.head = None
+        return data
+
+
+def _json_error(name: str, exc: BaseException) -> ExportError:
+    lines = str(exc).strip().splitlines()
+    detail = " ".join(lines[0].split())[:200] if lines else type(exc).__name__
+    return ExportError(f"{name}: not valid JSON: {detail}")
+
+
+class ExportStream:
+    """The deals of an export, read record by record: memory stays flat however large
+    the file. Iterating yields a :class:`DealReview` or a :class:`RecordError` per
+    record, in file order, and raises :class:`ExportError` when the export as a
+    whole cannot be read (possibly after some records: the caller decides what to do
+    with those). ``bytes_read`` and ``total_bytes`` (None for a pipe) give progress.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        source: Path | BinaryIO,
+        playbook: CompiledPlaybook,
+        as_of: datetime,
+        stages: Mapping[str, StageCatalogue],
+        name: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.source = source
+        self.playbook = playbook
+        self.as_of = as_of
+        self.stages = stages
+        self.name = name or (str(source) if isinstance(source, Path) else "<stdin>")
+        self.total_bytes: int | None = None
+        self._reader: _CountingReader | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return self._reader.bytes_read if self._reader is not None else 0
+
+    def records(self) -> Iterator[object]:
+        """The raw records (parsed by ijson's C backend when it is installed)."""
+        if isinstance(self.source, Path):
+            try:
+                handle: BinaryIO = self.source.open("rb")
+                self.total_bytes = os.fstat(handle.fileno()).st_size
+            except OSError as exc:
+                raise ExportError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
+        else:
+            handle = self.source
+        reader = self._reader = _CountingReader(handle)
+        prefix, key = _RECORDS[self.provider]
+        seen = 0
+        try:
+            for record in ijson.items(reader, prefix, use_float=True, buf_size=_READ_CHUNK):
+                seen += 1
+                yield record
+        except ijson.JSONError as exc:
+            raise _json_error(self.name, exc) from None
+        except (ValueError, RecursionError, OverflowError) as exc:
+            raise _json_error(self.name, exc) from None
+        except OSError as exc:
+            raise ExportError(f"{self.name}: cannot read: {exc.strerror or exc}") from None
+        finally:
+            if isinstance(self.source, Path):
+                handle.close()
+        if not seen:
+            self._check_shape(reader.head, key)
+
+    def _check_shape(self, head: bytearray | None, key: str) -> None:
+        """No record came out: say why, as the whole-file parser would (``{"records":
+        []}`` is a valid, empty export)."""
+        if head is None:
+            raise ExportError(f"{self.name}: no {key!r} list of records in this export")
+        try:
+            payload = json.loads(bytes(head))
+        except (ValueError, RecursionError) as exc:
+            raise _json_error(self.name, exc) from None
+        try:
+            if self.provider == "salesforce":
+                salesforce.query_records(payload)
+            else:
+                hubspot.deal_results(payload)
+        except MappingError as exc:
+            raise ExportError(f"{self.name}: {exc}") from None
+
+    def deals(self) -> Iterator[DealSnapshot | RecordError]:
+        """Each record mapped to a snapshot, or the error that keeps it out."""
+        name = self.name
+        for index, record in enumerate(self.records()):
+            try:
+                if self.provider == "salesforce":
+                    yield salesforce.map_opportunity(record, self.stages["default"])  # type: ignore[arg-type]
+                else:
+                    yield hubspot.map_deal(record, self.stages)  # type: ignore[arg-type]
+            except MappingError as exc:
+                record_id = exc.record_id or f"#{index + 1}"
+                yield RecordError(name, record_id, _without_record(str(exc), record_id))
+            except (ValueError, TypeError, OverflowError) as exc:
+                # A value no mapping rule foresaw: report it, never abort the whole file.
+                yield RecordError(name, f"#{index + 1}", _unexpected(exc))
+
+    def __iter__(self) -> Iterator[DealReview | RecordError]:
+        for deal in self.deals():
+            if isinstance(deal, RecordError):
+                yield deal
+                continue
+            try:
+                yield review_deal(deal, self.playbook, self.as_of)
+            except (ValueError, TypeError, OverflowError) as exc:
+                # e.g. dates at the very edge of the calendar: one deal, not the whole file.
+                yield RecordError(self.name, deal.id, _unexpected(exc))
+
+
 def map_export(
     provider: Provider, path: Path, stages: Mapping[str, StageCatalogue]
 ) -> tuple[list[DealSnapshot], list[RecordError]]:
     """Map every record of the export; bad records become :class:`RecordError`s."""
-    payload = read_json(path)
-    name = str(path)
+    stream = ExportStream(provider, path, None, datetime.min, stages)  # type: ignore[arg-type]
     deals: list[DealSnapshot] = []
     errors: list[RecordError] = []
-    try:
-        records = (
-            salesforce.query_records(payload)
-            if provider == "salesforce"
-            else hubspot.deal_results(payload)
-        )
-    except MappingError as exc:
-        raise ExportError(f"{name}: {exc}") from None
-    for index, record in enumerate(records):
-        try:
-            if provider == "salesforce":
-                deals.append(salesforce.map_opportunity(record, stages["default"]))
-            else:
-                deals.append(hubspot.map_deal(record, stages))
-        except MappingError as exc:
-            record_id = exc.record_id or f"#{index + 1}"
-            errors.append(RecordError(name, record_id, _without_record(str(exc), record_id)))
-        except (ValueError, TypeError, OverflowError) as exc:
-            # A value no mapping rule foresaw: report it, never abort the whole file.
-            errors.append(RecordError(name, f"#{index + 1}", _unexpected(exc)))
+    for item in stream.deals():
+        (errors if isinstance(item, RecordError) else deals).append(item)  # type: ignore[arg-type]
     return deals, errors
 
 
@@ -134,18 +260,18 @@ def review_export(
     as_of: datetime,
     stages_path: Path | None = None,
 ) -> ExportReview:
-    """Review every deal in a CRM export file.
+    """Review every deal in a CRM export file, keeping every review (small exports; the
+    CLI streams with :class:`ExportStream` instead).
 
     Raises:
         ExportError: the file (or the stage file) cannot be read as a whole.
     """
-    stages = load_stages(provider, stages_path)
-    deals, errors = map_export(provider, path, stages)
-    reviews = []
-    for deal in deals:
-        try:
-            reviews.append(review_deal(deal, playbook, as_of))
-        except (ValueError, TypeError, OverflowError) as exc:
-            # e.g. dates at the very edge of the calendar: one deal, not the whole file.
-            errors.append(RecordError(str(path), deal.id, _unexpected(exc)))
+    stream = ExportStream(provider, path, playbook, as_of, load_stages(provider, stages_path))
+    reviews: list[DealReview] = []
+    errors: list[RecordError] = []
+    for item in stream:
+        if isinstance(item, RecordError):
+            errors.append(item)
+        else:
+            reviews.append(item)
     return ExportReview(reviews=tuple(reviews), errors=tuple(errors))
