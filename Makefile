@@ -36,7 +36,7 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/dealcoach bench --deals 10000 --salesforce
+	$(BIN)/dealcoach bench --deals 10000 --cli --salesforce
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -503,12 +503,34 @@ def agenda(
     default=False,
     help="Also measure the Salesforce connector's API calls against the emulator.",
 )
-def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool) -> None:
-    """Benchmark the engine on generated deals (one core), and optionally the Salesforce
-    connector against its emulator; record the figures."""
-    from app.bench import run_engine_bench, write_results
+@click.option(
+    "--cli/--no-cli",
+    "cli",
+    default=False,
+    help="Also measure `dealcoach review --format json` end to end on generated Salesforce "
+    "exports (deals/s and peak RSS at --cli-deals and --cli-large deals).",
+)
+@click.option("--cli-deals", default=20_000, show_default=True, help="Deals of the CLI run.")
+@click.option(
+    "--cli-large", default=100_000, show_default=True, help="Deals of the CLI memory run."
+)
+def bench(
+    deals: int,
+    seed: int,
+    results: Path,
+    markdown: Path,
+    salesforce: bool,
+    cli: bool,
+    cli_deals: int,
+    cli_large: int,
+) -> None:
+    """Benchmark the engine on generated deals (one core), and optionally the CLI end to
+    end and the Salesforce connector against its emulator; record the figures."""
+    from app.bench import run_cli_bench, run_engine_bench, write_results
 
     figures = run_engine_bench(deals, seed)
+    if cli:
+        figures.update(run_cli_bench(cli_deals, cli_large, seed))
     if salesforce:
         from integrations.salesforce.bench import run_salesforce_bench
 
@@ -616,3 +638,7 @@ def worker(threads: int | None, periodic: bool) -> None:
     from app.jobs import run_worker
 
     run_worker(exit_on_invalid_settings(), threads=threads, periodic=periodic)
+
+
+if __name__ == "__main__":
+    main()
