@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -281,10 +282,9 @@ def run_cli_bench(small: int = 20_000, large: int = 100_000, seed: int = 7) -> d
     import ijson
 
     figures: dict[str, Any] = {"ijson_backend": ijson.backend}
-    try:  # the engine bench pins this process to one core; the CLI runs as a user runs it
+    # The engine bench pins this process to one core; the CLI runs as a user runs it.
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
-    except (AttributeError, OSError):
-        pass
     with tempfile.TemporaryDirectory(prefix="dealcoach-bench-") as tmp:
         for count in (small, large):
             path = Path(tmp) / f"salesforce_{count}.json"
