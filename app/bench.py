@@ -247,20 +247,43 @@ def write_salesforce_export(path: Path, count: int, seed: int = 7) -> int:
     return path.stat().st_size
 
 
+def _high_water_kib(pid: int) -> int:
+    """``VmHWM`` of a running process (Linux), 0 if unknown. Unlike the ``ru_maxrss`` of
+    a child, it does not start from the forking parent's size."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _run_cli(args: list[str]) -> tuple[float, float, float]:
     """Run ``dealcoach`` with ``args``, stdout to /dev/null: wall seconds, CPU seconds
-    (user + system) and peak RSS (MiB)."""
+    (user + system) and peak RSS (MiB, sampled every 20 ms)."""
     script = Path(sys.executable).with_name("dealcoach")
     command = [str(script), *args] if script.is_file() else [sys.executable, "-m", "app.cli", *args]
+    peak_kib = 0
     started = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.PIPE)  # noqa: S603
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    with open(os.devnull, "wb") as sink, tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=sink, stderr=errors)  # noqa: S603
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kib = max(peak_kib, _high_water_kib(process.pid))
+            time.sleep(0.02)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
+    if process.returncode != 0:
         raise RuntimeError(f"dealcoach {' '.join(args)} failed: {stderr.strip()[:300]}")
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    if not peak_kib:  # no /proc: the child's own figure (which counts the parent's size)
+        peak_kib = usage.ru_maxrss
+    return seconds, usage.ru_utime + usage.ru_stime, peak_kib / 1024
 
 
 def _machine() -> str:
@@ -429,6 +452,15 @@ def _cli_rows(cli: dict[str, Any]) -> list[str]:
         f"{large['cpu_seconds']} s) |",
         f"| peak RSS at {small['deals']:,} deals | {small['peak_rss_mib']} MiB |",
         f"| peak RSS at {large['deals']:,} deals | **{large['peak_rss_mib']} MiB** |",
+        *(
+            [
+                f"| the engine alone in the same run (one core, no parsing or output) | "
+                f"{cli['engine_reviews_per_s_same_run']:,} reviews/s: the command runs at "
+                f"{small['deals_per_cpu_s'] / cli['engine_reviews_per_s_same_run']:.0%} of it |"
+            ]
+            if cli.get("engine_reviews_per_s_same_run")
+            else []
+        ),
         f"| ijson backend | {cli['ijson_backend']} |",
         f"| command | `{cli['command']}` |",
         f"| Python, machine | {cli['python']}, {cli['machine']} |",

@@ -94,7 +94,7 @@ _RECORDS: dict[Provider, tuple[str, str]] = {
 }
 #: An export that yields no record is checked for its shape from a copy of its first
 #: bytes kept while streaming; a larger one gets a shorter message.
-_SHAPE_CHECK_BYTES = 8 * 2**20
+_SHAPE_CHECK_BYTES = 2**20
 _READ_CHUNK = 256 * 1024
 
 
