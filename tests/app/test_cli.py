@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -555,3 +556,56 @@ def test_given_a_default_playbook_typo_then_review_fails_in_one_line_naming_the_
     db_env.setenv("DEALCOACH_DEFAULT_PLAYBOOK", "medpicc")
     code, _, err = run("review", *SF, "--as-of", AS_OF)
     assert_one_line_error(code, err, "DEALCOACH_DEFAULT_PLAYBOOK", "medpicc")
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_given_stderr_is_a_terminal_then_a_progress_line_is_shown_and_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from app.cli import _Progress
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    stream = SimpleNamespace(total_bytes=1_000, bytes_read=500)
+    progress = _Progress(stream)  # type: ignore[arg-type]
+
+    for _ in range(512):
+        progress.tick()
+    progress.error("export.json: record #3: bad")
+    progress.clear()
+
+    shown = terminal.getvalue()
+    assert "\rdealcoach: 256 deals (50%)" in shown
+    assert shown.endswith("\r\x1b[Kdealcoach: export.json: record #3: bad\n")
+
+
+def test_given_stderr_is_not_a_terminal_then_no_progress_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from app.cli import _Progress
+
+    terminal = _Terminal()
+    monkeypatch.setattr(terminal, "isatty", lambda: False)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress = _Progress(SimpleNamespace(total_bytes=None, bytes_read=0))  # type: ignore[arg-type]
+
+    for _ in range(2_000):
+        progress.tick()
+    progress.clear()
+
+    assert terminal.getvalue() == ""
