@@ -317,8 +317,8 @@ def _export_stream(
         _fail(str(exc))
     if str(file) == "-":
         source: Path | BinaryIO = sys.stdin.buffer
-        return ExportStream(provider, source, compiled, moment, catalogues, "<stdin>")  # type: ignore[arg-type]
-    return ExportStream(provider, file, compiled, moment, catalogues)  # type: ignore[arg-type]
+        return ExportStream(provider, source, catalogues, compiled, moment, "<stdin>")  # type: ignore[arg-type]
+    return ExportStream(provider, file, catalogues, compiled, moment)  # type: ignore[arg-type]
 
 
 def _reviews(

@@ -136,9 +136,9 @@ class ExportStream:
         self,
         provider: Provider,
         source: Path | BinaryIO,
-        playbook: CompiledPlaybook,
-        as_of: datetime,
         stages: Mapping[str, StageCatalogue],
+        playbook: CompiledPlaybook | None = None,
+        as_of: datetime | None = None,
         name: str | None = None,
     ) -> None:
         self.provider = provider
@@ -217,6 +217,8 @@ class ExportStream:
                 yield RecordError(name, f"#{index + 1}", _unexpected(exc))
 
     def __iter__(self) -> Iterator[DealReview | RecordError]:
+        if self.playbook is None or self.as_of is None:
+            raise TypeError("reviewing needs a playbook and as_of")
         for deal in self.deals():
             if isinstance(deal, RecordError):
                 yield deal
@@ -232,11 +234,13 @@ def map_export(
     provider: Provider, path: Path, stages: Mapping[str, StageCatalogue]
 ) -> tuple[list[DealSnapshot], list[RecordError]]:
     """Map every record of the export; bad records become :class:`RecordError`s."""
-    stream = ExportStream(provider, path, None, datetime.min, stages)  # type: ignore[arg-type]
     deals: list[DealSnapshot] = []
     errors: list[RecordError] = []
-    for item in stream.deals():
-        (errors if isinstance(item, RecordError) else deals).append(item)  # type: ignore[arg-type]
+    for item in ExportStream(provider, path, stages).deals():
+        if isinstance(item, RecordError):
+            errors.append(item)
+        else:
+            deals.append(item)
     return deals, errors
 
 
@@ -266,7 +270,7 @@ def review_export(
     Raises:
         ExportError: the file (or the stage file) cannot be read as a whole.
     """
-    stream = ExportStream(provider, path, playbook, as_of, load_stages(provider, stages_path))
+    stream = ExportStream(provider, path, load_stages(provider, stages_path), playbook, as_of)
     reviews: list[DealReview] = []
     errors: list[RecordError] = []
     for item in stream:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from app.bench import BENCH_AS_OF, run_cli_bench, write_results, write_salesforce_export
 from app.coaching.playbook import compile_playbook, load_playbook
 from app.reviews.offline import review_export
@@ -36,8 +38,8 @@ def test_the_cli_bench_runs_the_command_and_records_its_figures(tmp_path: Path) 
     for count in (40, 120):
         run = cli[str(count)]
         assert run["deals"] == count
-        assert run["deals_per_s"] == round(count / run["seconds"])
-        assert run["deals_per_cpu_s"] == round(count / run["cpu_seconds"])
+        assert run["deals_per_s"] == pytest.approx(count / run["seconds"], rel=0.05)
+        assert run["deals_per_cpu_s"] == pytest.approx(count / run["cpu_seconds"], rel=0.05)
         assert 10 < run["peak_rss_mib"] < 1_000
     results, markdown = tmp_path / "results.json", tmp_path / "benchmarks.md"
     markdown.write_text("# Benchmarks\n\n<!-- cli-bench:start -->\n<!-- cli-bench:end -->\n")
