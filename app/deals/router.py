@@ -200,6 +200,6 @@ def agenda(
 
 def _agenda_offset(cursor: str) -> int:
     kind, _, value = decode_cursor(cursor).partition(":")
-    if kind != "agenda" or not value.isdigit() or len(value) > 9:
+    if kind != "agenda" or not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise Problem(422, "cursor: not a cursor this API returned", errors=[])
     return int(value)

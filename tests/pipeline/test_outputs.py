@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.api.deps import encode_cursor
 from app.reviews.models import Review
 from app.sync.tasks import sync_connection_task
 
@@ -171,10 +172,12 @@ def test_the_agenda_is_served_from_stored_reviews_ranked_grouped_and_paged(
     assert mine["items"] and {i["owner_id"] for i in mine["items"]} == {owner}
     assert len(mine["items"]) == whole["owners"][0]["exceptions"]
 
-    bad = service.client.get(
-        f"/api/v1/agenda?connection_id={connection_id}&cursor=bm9wZQ", headers=service.auth()
-    )
-    assert bad.status_code == 422
+    for cursor in ("bm9wZQ", encode_cursor("agenda:²"), encode_cursor("agenda:-1")):
+        bad = service.client.get(
+            f"/api/v1/agenda?connection_id={connection_id}&cursor={cursor}",
+            headers=service.auth(),
+        )
+        assert bad.status_code == 422, cursor
 
 
 def test_the_agenda_counts_open_deals_not_yet_reviewed(service: Service) -> None:
