@@ -362,16 +362,17 @@ def run_engine_bench(count: int = 10_000, seed: int = 7, repeats: int = 3) -> di
     core = _pin_to_one_core()
     playbook = compile_playbook(load_playbook("meddpicc"))
     deals = generate_deals(count, seed)
-    best = float("inf")
+    best = best_cpu = float("inf")
     signals = prompts = 0
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         signals = prompts = 0
         for deal in deals:
             review = review_deal(deal, playbook, BENCH_AS_OF)
             signals += len(review.signals)
             prompts += len(review.prompts)
         best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, time.process_time() - started_cpu)
     tracemalloc.start()
     kept = [review_deal(deal, playbook, BENCH_AS_OF) for deal in deals]
     _, traced_peak = tracemalloc.get_traced_memory()
@@ -384,6 +385,7 @@ def run_engine_bench(count: int = 10_000, seed: int = 7, repeats: int = 3) -> di
             "seed": seed,
             "playbook": "meddpicc",
             "reviews_per_s": round(count / best),
+            "reviews_per_cpu_s": round(count / best_cpu),
             "seconds": round(best, 4),
             "signals_per_deal": round(signals / count, 2),
             "prompts_per_deal": round(prompts / count, 2),
@@ -454,11 +456,12 @@ def _cli_rows(cli: dict[str, Any]) -> list[str]:
         f"| peak RSS at {large['deals']:,} deals | **{large['peak_rss_mib']} MiB** |",
         *(
             [
-                f"| the engine alone in the same run (one core, no parsing or output) | "
-                f"{cli['engine_reviews_per_s_same_run']:,} reviews/s: the command runs at "
-                f"{small['deals_per_cpu_s'] / cli['engine_reviews_per_s_same_run']:.0%} of it |"
+                f"| the engine alone in the same run (no parsing or output), per CPU second | "
+                f"{cli['engine_reviews_per_cpu_s_same_run']:,} reviews/s: the command runs at "
+                f"{small['deals_per_cpu_s'] / cli['engine_reviews_per_cpu_s_same_run']:.0%} "
+                "of it |"
             ]
-            if cli.get("engine_reviews_per_s_same_run")
+            if cli.get("engine_reviews_per_cpu_s_same_run")
             else []
         ),
         f"| ijson backend | {cli['ijson_backend']} |",
