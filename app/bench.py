@@ -327,6 +327,17 @@ def run_cli_bench(small: int = 20_000, large: int = 100_000, seed: int = 7) -> d
             runs = [_run_cli(args) for _ in range(3 if count == small else 1)]
             seconds = min(run[0] for run in runs)
             cpu = min(run[1] for run in runs)
+            if count == small:
+                jobs = max(2, os.cpu_count() or 1)
+                wall, cpu_jobs, rss = _run_cli([*args, "--jobs", str(jobs)])
+                figures["jobs"] = {
+                    "jobs": jobs,
+                    "deals": count,
+                    "seconds": round(wall, 2),
+                    "deals_per_s": round(count / wall),
+                    "cpu_seconds": round(cpu_jobs, 2),
+                    "peak_rss_mib_main": round(rss, 1),
+                }
             figures[str(count)] = {
                 "deals": count,
                 "file_mib": round(size / 2**20, 1),
@@ -452,6 +463,14 @@ def _cli_rows(cli: dict[str, Any]) -> list[str]:
         f"| {large['deals']:,} deals ({large['file_mib']} MiB), wall clock | "
         f"{large['deals_per_s']:,} deals/s ({large['seconds']} s; CPU "
         f"{large['cpu_seconds']} s) |",
+        *(
+            [
+                f"| the same with `--jobs {cli['jobs']['jobs']}` (worker processes), wall clock | "
+                f"{cli['jobs']['deals_per_s']:,} deals/s ({cli['jobs']['seconds']} s) |"
+            ]
+            if "jobs" in cli
+            else []
+        ),
         f"| peak RSS at {small['deals']:,} deals | {small['peak_rss_mib']} MiB |",
         f"| peak RSS at {large['deals']:,} deals | **{large['peak_rss_mib']} MiB** |",
         *(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import sys
 import time
@@ -232,7 +231,9 @@ def _compiled_playbook(name_or_path: str | None) -> CompiledPlaybook:
 
 def _comment_text(value: str) -> str:
     """``value`` made safe inside an HTML comment: escaped, and no ``--`` to end it."""
-    return html.escape(value).replace("--", "&#45;&#45;")
+    from app.reviews.offline import comment_text
+
+    return comment_text(value)
 
 
 def _fail(message: str) -> NoReturn:
@@ -358,6 +359,13 @@ def _reviews(
     help="Whose prompts to show, in every format: the manager's questions for the deal "
     "review, or the rep's self-review.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes that map, review and render (the output keeps the file's order).",
+)
 def review(
     provider: str,
     file: Path,
@@ -366,6 +374,7 @@ def review(
     as_of: str | None,
     output_format: str,
     audience: str,
+    jobs: int,
 ) -> None:
     """Review every deal in a CRM export file (no database, no network).
 
@@ -373,39 +382,42 @@ def review(
     for any size of file. Records that cannot be read are reported on stderr and
     skipped; the others are still reviewed, and the exit status is then 2.
     """
-    from app.coaching.engine import review_fingerprint
-    from app.coaching.render import note_marker, render_note_html, render_note_text
-    from app.reviews.offline import ExportError
+    from app.reviews.offline import ExportError, RecordError, RenderedReview, render_review
 
     stream = _export_stream(provider, file, stages, playbook, _parse_as_of(as_of))
     progress = _Progress(stream)
+    if jobs > 1:
+        from app.reviews.parallel import reviewed_in_workers
+
+        chosen = playbook or exit_on_invalid_settings().default_playbook
+        results: Iterator[RenderedReview | RecordError] = reviewed_in_workers(
+            stream, jobs, chosen, output_format, audience
+        )
+    else:
+        results = (
+            item if isinstance(item, RecordError) else render_review(item, output_format, audience)
+            for item in stream
+        )
     errors: list[RecordError] = []
     out = sys.stdout.buffer
     bands: Counter[str] = Counter()
     started = False
     failure: str | None = None
+    head = b'{"audience": "%s", "reviews": [\n' % audience.encode()
+    separator = b",\n" if output_format == "json" else b"\n\n"
     try:
-        for item in _reviews(stream, errors, progress):
-            if output_format == "json":
-                data = orjson.dumps(item.to_dict(audience))  # type: ignore[arg-type]
-                out.write(
-                    (
-                        b",\n"
-                        if started
-                        else b'{"audience": "%s", "reviews": [\n' % audience.encode()
-                    )
-                    + data
-                )
+        for result in results:
+            if isinstance(result, RecordError):
+                errors.append(result)
+                progress.error(str(result))
+                continue
+            progress.tick()
+            bands[result.band] += 1
+            if started:
+                out.write(separator + result.data)
             else:
-                marker = note_marker(None, item.deal_id, review_fingerprint(item))
-                if output_format == "html":
-                    comment = f"<!-- deal {_comment_text(item.deal_id)} -->"
-                    block = f"{comment}\n{render_note_html(item, marker, audience)}"
-                else:
-                    block = render_note_text(item, marker, audience)
-                    bands[item.health.band if item.is_open else "closed"] += 1
-                out.write((b"\n\n" if started else b"") + block.encode())
-            started = True
+                out.write((head if output_format == "json" else b"") + result.data)
+                started = True
     except ExportError as exc:
         failure = str(exc)
     progress.clear()
@@ -413,15 +425,14 @@ def review(
         _fail(failure)
     if output_format == "json":
         if not started:
-            out.write(b'{"audience": "%s", "reviews": [' % audience.encode())
+            out.write(head.rstrip(b"\n"))
         listed = [error.to_dict() for error in errors]
         if failure is not None:
             listed.append({"file": stream.name, "record": None, "message": failure})
         out.write(b'\n],\n"errors": ' + orjson.dumps(listed) + b"}\n")
     elif output_format == "text":
-        reviewed = sum(bands.values())
         line = (
-            f"{reviewed} deals reviewed: {bands['healthy']} healthy, "
+            f"{sum(bands.values())} deals reviewed: {bands['healthy']} healthy, "
             f"{bands['at_risk']} at risk, {bands['critical']} critical, "
             f"{bands['closed']} closed" + (f"; {len(errors)} records skipped" if errors else "")
         )

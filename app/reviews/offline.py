@@ -9,6 +9,7 @@ be mapped (or reviewed) is reported and skipped; the others are still reviewed.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import ijson
+import orjson
 
 from app.coaching.engine import review_deal
 from app.coaching.playbook import CompiledPlaybook
@@ -202,32 +204,87 @@ class ExportStream:
 
     def deals(self) -> Iterator[DealSnapshot | RecordError]:
         """Each record mapped to a snapshot, or the error that keeps it out."""
-        name = self.name
         for index, record in enumerate(self.records()):
-            try:
-                if self.provider == "salesforce":
-                    yield salesforce.map_opportunity(record, self.stages["default"])  # type: ignore[arg-type]
-                else:
-                    yield hubspot.map_deal(record, self.stages)  # type: ignore[arg-type]
-            except MappingError as exc:
-                record_id = exc.record_id or f"#{index + 1}"
-                yield RecordError(name, record_id, _without_record(str(exc), record_id))
-            except (ValueError, TypeError, OverflowError) as exc:
-                # A value no mapping rule foresaw: report it, never abort the whole file.
-                yield RecordError(name, f"#{index + 1}", _unexpected(exc))
+            yield map_record(self.provider, record, index, self.stages, self.name)
 
     def __iter__(self) -> Iterator[DealReview | RecordError]:
         if self.playbook is None or self.as_of is None:
             raise TypeError("reviewing needs a playbook and as_of")
-        for deal in self.deals():
-            if isinstance(deal, RecordError):
-                yield deal
-                continue
-            try:
-                yield review_deal(deal, self.playbook, self.as_of)
-            except (ValueError, TypeError, OverflowError) as exc:
-                # e.g. dates at the very edge of the calendar: one deal, not the whole file.
-                yield RecordError(self.name, deal.id, _unexpected(exc))
+        for index, record in enumerate(self.records()):
+            yield review_record(
+                self.provider, record, index, self.stages, self.playbook, self.as_of, self.name
+            )
+
+
+def map_record(
+    provider: Provider,
+    record: object,
+    index: int,
+    stages: Mapping[str, StageCatalogue],
+    name: str,
+) -> DealSnapshot | RecordError:
+    """One record (the ``index``-th, from 0) mapped, or the error that keeps it out."""
+    try:
+        if provider == "salesforce":
+            return salesforce.map_opportunity(record, stages["default"])  # type: ignore[arg-type]
+        return hubspot.map_deal(record, stages)  # type: ignore[arg-type]
+    except MappingError as exc:
+        record_id = exc.record_id or f"#{index + 1}"
+        return RecordError(name, record_id, _without_record(str(exc), record_id))
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A value no mapping rule foresaw: report it, never abort the whole file.
+        return RecordError(name, f"#{index + 1}", _unexpected(exc))
+
+
+def review_record(
+    provider: Provider,
+    record: object,
+    index: int,
+    stages: Mapping[str, StageCatalogue],
+    playbook: CompiledPlaybook,
+    as_of: datetime,
+    name: str,
+) -> DealReview | RecordError:
+    """One record mapped and reviewed, or the error that keeps it out."""
+    deal = map_record(provider, record, index, stages, name)
+    if isinstance(deal, RecordError):
+        return deal
+    try:
+        return review_deal(deal, playbook, as_of)
+    except (ValueError, TypeError, OverflowError) as exc:
+        # e.g. dates at the very edge of the calendar: one deal, not the whole file.
+        return RecordError(name, deal.id, _unexpected(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedReview:
+    """A review as the CLI prints it: the bytes, and its band (``closed`` when closed)."""
+
+    data: bytes
+    band: str
+
+
+def render_review(review: DealReview, output_format: str, audience: str) -> RenderedReview:
+    """One review as ``dealcoach review`` prints it: one JSON line (orjson), or the
+    note as text or as HTML behind an HTML comment naming the deal."""
+    from app.coaching.engine import review_fingerprint
+    from app.coaching.render import note_marker, render_note_html, render_note_text
+
+    band = review.health.band if review.is_open else "closed"
+    if output_format == "json":
+        return RenderedReview(orjson.dumps(review.to_dict(audience)), band)  # type: ignore[arg-type]
+    marker = note_marker(None, review.deal_id, review_fingerprint(review))
+    if output_format == "html":
+        comment = f"<!-- deal {comment_text(review.deal_id)} -->"
+        return RenderedReview(
+            f"{comment}\n{render_note_html(review, marker, audience)}".encode(), band
+        )
+    return RenderedReview(render_note_text(review, marker, audience).encode(), band)
+
+
+def comment_text(value: str) -> str:
+    """``value`` made safe inside an HTML comment: escaped, and no ``--`` to end it."""
+    return html.escape(value).replace("--", "&#45;&#45;")
 
 
 def map_export(

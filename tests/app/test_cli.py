@@ -609,3 +609,66 @@ def test_given_stderr_is_not_a_terminal_then_no_progress_is_written(
     progress.clear()
 
     assert terminal.getvalue() == ""
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+@pytest.mark.parametrize(
+    ("export", "stages", "output_format"),
+    [(SF, SF_STAGES, "json"), (HS, HS_STAGES, "html"), (SF, SF_STAGES, "text")],
+)
+def test_given_jobs_then_the_output_is_the_same_in_the_same_order(
+    export: list[str], stages: list[str], output_format: str
+) -> None:
+    args = ["review", *export, *stages, "--as-of", AS_OF, "--format", output_format]
+    one = run(*args)
+    two = run(*args, "--jobs", "2")
+
+    assert one[0] == two[0] == 0
+    assert two[1] == one[1]
+
+
+def test_given_jobs_then_bad_records_are_reported_the_same(tmp_path: Path) -> None:
+    export = json.loads((SAMPLES / "salesforce_opportunities.json").read_text("utf-8"))
+    export["records"] = export["records"] * 40  # several batches of 256 records
+    export["records"][300] = {**export["records"][300], "CreatedDate": "not a date"}
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    args = ["review", "--provider", "salesforce", "--file", str(path), "--as-of", AS_OF]
+
+    one = run(*args, "--format", "json")
+    two = run(*args, "--format", "json", "--jobs", "3")
+
+    assert one == two
+    assert_one_line_error(two[0], two[2], str(path), "CreatedDate")
+    assert len(json.loads(two[1])["reviews"]) == len(export["records"]) - 1
+
+
+def test_given_jobs_and_an_export_cut_short_then_the_reviews_before_are_kept(
+    tmp_path: Path,
+) -> None:
+    export = json.loads((SAMPLES / "salesforce_opportunities.json").read_text("utf-8"))
+    export["records"] = export["records"] * 40
+    text = json.dumps(export)
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) // 2])
+
+    code, out, err = run(
+        "review",
+        "--provider",
+        "salesforce",
+        "--file",
+        str(cut),
+        "--as-of",
+        AS_OF,
+        "--format",
+        "json",
+        "--jobs",
+        "2",
+    )
+
+    assert_one_line_error(code, err, str(cut), "not valid JSON")
+    data = json.loads(out)
+    assert len(data["reviews"]) > 256
+    assert "not valid JSON" in data["errors"][-1]["message"]
