@@ -53,7 +53,7 @@ cards-test: $(CARD_STAMPS)
 	cd integrations/hubspot/project/src/app/cards && npm run --silent lint && npm test --silent
 
 bench: $(STAMP)
-	$(BIN)/dealcoach bench --deals 10000 --salesforce --hubspot --webhooks
+	$(BIN)/dealcoach bench --deals 10000 --cli --salesforce --hubspot --webhooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(addsuffix /node_modules,$(CARD_PROJECTS))

@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import random
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from datetime import UTC, date, datetime, timedelta
@@ -116,6 +120,245 @@ def generate_deals(count: int, seed: int = 7, as_of: datetime = BENCH_AS_OF) -> 
     return deals
 
 
+# --------------------------------------------------------------------------- CLI, end to end
+
+
+def _sf_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def _attributes(kind: str, record_id: str) -> dict[str, str]:
+    return {"type": kind, "url": f"/services/data/v59.0/sobjects/{kind}/{record_id}"}
+
+
+def salesforce_record(deal: DealSnapshot, index: int) -> dict[str, Any]:
+    """A generated deal as an Opportunity record of a Salesforce query response, with
+    its history and contact-role subqueries (about 5 KB, like a real export's)."""
+    rid = f"006{index:012d}"
+    stage_rows = [
+        (deal.created_at, deal.stage_history[0].old if deal.stage_history else deal.stage)
+    ]
+    stage_rows += [(change.at, change.new) for change in deal.stage_history]
+    histories = [
+        {
+            "attributes": _attributes("OpportunityHistory", f"008{index:08d}{n:04d}"),
+            "StageName": stage.key if stage else None,
+            "Amount": deal.amount,
+            "CloseDate": deal.close_date.isoformat() if deal.close_date else None,
+            "Probability": round((stage.probability if stage else 0) * 100),
+            "CreatedDate": _sf_time(at),
+        }
+        for n, (at, stage) in enumerate(stage_rows)
+    ]
+    fields: list[dict[str, Any]] = []
+    for kind, changes in (
+        ("CloseDate", deal.close_date_history),
+        ("Amount", deal.amount_history),
+        ("Owner", deal.owner_history),
+    ):
+        for change in changes:
+            old, new = change.old, change.new
+            if kind == "CloseDate":
+                old = old.isoformat() if old else None  # type: ignore[union-attr]
+                new = new.isoformat() if new else None  # type: ignore[union-attr]
+            if kind == "Owner":
+                old = f"005{str(old)[-12:]:0>12}" if old else None
+                new = f"005{str(new)[-12:]:0>12}" if new else None
+            fields.append(
+                {
+                    "attributes": _attributes(
+                        "OpportunityFieldHistory", f"017{index:08d}{len(fields):04d}"
+                    ),
+                    "Field": kind,
+                    "OldValue": old,
+                    "NewValue": new,
+                    "CreatedDate": _sf_time(change.at),
+                }
+            )
+    roles = [
+        {
+            "attributes": _attributes("OpportunityContactRole", f"00K{index:08d}{n:04d}"),
+            "ContactId": f"003{index:08d}{n:04d}",
+            "Role": contact.roles[0] if contact.roles else None,
+            "IsPrimary": contact.is_primary,
+            "Contact": {
+                "attributes": _attributes("Contact", f"003{index:08d}{n:04d}"),
+                "Name": f"Contact {n} of deal {index}",
+            },
+        }
+        for n, contact in enumerate(deal.contacts)
+    ]
+    owner = deal.owner_id or "005000000000001"
+    record: dict[str, Any] = {
+        "attributes": _attributes("Opportunity", rid),
+        "Id": rid,
+        "Name": f"{deal.name} - platform expansion for the northern region",
+        "AccountId": f"001{index:012d}",
+        "Account": {
+            "attributes": _attributes("Account", f"001{index:012d}"),
+            "Name": f"Account {index}",
+        },
+        "StageName": deal.stage.key,
+        "Amount": deal.amount,
+        "CloseDate": deal.close_date.isoformat() if deal.close_date else None,
+        "Probability": round(deal.stage.probability * 100),
+        "ForecastCategoryName": deal.forecast_category,
+        "NextStep": deal.next_step or None,
+        "Description": deal.description or None,
+        "LastActivityDate": deal.last_activity_at.date().isoformat()
+        if deal.last_activity_at
+        else None,
+        "HasOpenActivity": deal.has_future_activity,
+        "HasOverdueTask": False,
+        "IsClosed": deal.stage.is_closed,
+        "IsWon": deal.stage.is_won,
+        "OwnerId": owner[:18],
+        "Owner": {"attributes": _attributes("User", owner[:18]), "Name": "Maya Chen"},
+        "CurrencyIsoCode": deal.currency,
+        "CreatedDate": _sf_time(deal.created_at),
+        "LastModifiedDate": _sf_time(BENCH_AS_OF - timedelta(days=1)),
+        "SystemModstamp": _sf_time(BENCH_AS_OF - timedelta(days=1)),
+        **{key: value or None for key, value in deal.fields.items()},
+        "OpportunityHistories": {"totalSize": len(histories), "done": True, "records": histories},
+        "OpportunityContactRoles": (
+            {"totalSize": len(roles), "done": True, "records": roles} if roles else None
+        ),
+        "Histories": {"totalSize": len(fields), "done": True, "records": fields}
+        if fields
+        else None,
+    }
+    return record
+
+
+def write_salesforce_export(path: Path, count: int, seed: int = 7) -> int:
+    """Write a ``count``-deal Salesforce query response to ``path`` (generated in chunks,
+    so memory stays small); returns its size in bytes."""
+    import orjson
+
+    chunk = 5_000
+    with path.open("wb") as out:
+        out.write(b'{"totalSize": %d, "done": true, "records": [\n' % count)
+        for start in range(0, count, chunk):
+            deals = generate_deals(min(chunk, count - start), seed + start)
+            for offset, deal in enumerate(deals):
+                index = start + offset
+                out.write((b",\n" if index else b"") + orjson.dumps(salesforce_record(deal, index)))
+        out.write(b"\n]}\n")
+    return path.stat().st_size
+
+
+def _high_water_kib(pid: int) -> int:
+    """``VmHWM`` of a running process (Linux), 0 if unknown. Unlike the ``ru_maxrss`` of
+    a child, it does not start from the forking parent's size."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _run_cli(args: list[str]) -> tuple[float, float, float]:
+    """Run ``dealcoach`` with ``args``, stdout to /dev/null: wall seconds, CPU seconds
+    (user + system) and peak RSS (MiB, sampled every 20 ms)."""
+    script = Path(sys.executable).with_name("dealcoach")
+    command = [str(script), *args] if script.is_file() else [sys.executable, "-m", "app.cli", *args]
+    peak_kib = 0
+    started = time.perf_counter()
+    with open(os.devnull, "wb") as sink, tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=sink, stderr=errors)  # noqa: S603
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kib = max(peak_kib, _high_water_kib(process.pid))
+            time.sleep(0.02)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"dealcoach {' '.join(args)} failed: {stderr.strip()[:300]}")
+    if not peak_kib:  # no /proc: the child's own figure (which counts the parent's size)
+        peak_kib = usage.ru_maxrss
+    return seconds, usage.ru_utime + usage.ru_stime, peak_kib / 1024
+
+
+def _machine() -> str:
+    """The CPU model and count (Linux), else the architecture."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def run_cli_bench(small: int = 20_000, large: int = 100_000, seed: int = 7) -> dict[str, Any]:
+    """``dealcoach review --format json`` end to end on generated Salesforce exports of
+    ``small`` and ``large`` deals (written to a temporary directory): deals per second
+    (best of 3 at ``small``) and the peak RSS of each run."""
+    from app.reviews.offline import IJSON_BACKEND
+
+    figures: dict[str, Any] = {"ijson_backend": IJSON_BACKEND}
+    # The engine bench pins this process to one core; the CLI runs as a user runs it.
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="dealcoach-bench-") as tmp:
+        for count in (small, large):
+            path = Path(tmp) / f"salesforce_{count}.json"
+            size = write_salesforce_export(path, count, seed)
+            args = [
+                "review",
+                "--provider",
+                "salesforce",
+                "--file",
+                str(path),
+                "--format",
+                "json",
+                "--as-of",
+                BENCH_AS_OF.isoformat(),
+            ]
+            runs = [_run_cli(args) for _ in range(3 if count == small else 1)]
+            seconds = min(run[0] for run in runs)
+            cpu = min(run[1] for run in runs)
+            if count == small:
+                jobs = max(2, os.cpu_count() or 1)
+                wall, cpu_jobs, rss = _run_cli([*args, "--jobs", str(jobs)])
+                figures["jobs"] = {
+                    "jobs": jobs,
+                    "deals": count,
+                    "seconds": round(wall, 2),
+                    "deals_per_s": round(count / wall),
+                    "cpu_seconds": round(cpu_jobs, 2),
+                    "peak_rss_mib_main": round(rss, 1),
+                }
+            figures[str(count)] = {
+                "deals": count,
+                "file_mib": round(size / 2**20, 1),
+                "seconds": round(seconds, 2),
+                "deals_per_s": round(count / seconds),
+                "cpu_seconds": round(cpu, 2),
+                "deals_per_cpu_s": round(count / cpu),
+                "peak_rss_mib": round(max(run[2] for run in runs), 1),
+            }
+    figures.update(
+        {
+            "command": "dealcoach review --provider salesforce --file EXPORT --format json "
+            "> /dev/null",
+            "python": platform.python_version(),
+            "machine": _machine(),
+            "measured_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        }
+    )
+    return {"cli": figures}
+
+
 def _pin_to_one_core() -> int | None:
     try:
         cores = sorted(os.sched_getaffinity(0))
@@ -130,16 +373,17 @@ def run_engine_bench(count: int = 10_000, seed: int = 7, repeats: int = 3) -> di
     core = _pin_to_one_core()
     playbook = compile_playbook(load_playbook("meddpicc"))
     deals = generate_deals(count, seed)
-    best = float("inf")
+    best = best_cpu = float("inf")
     signals = prompts = 0
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         signals = prompts = 0
         for deal in deals:
             review = review_deal(deal, playbook, BENCH_AS_OF)
             signals += len(review.signals)
             prompts += len(review.prompts)
         best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, time.process_time() - started_cpu)
     tracemalloc.start()
     kept = [review_deal(deal, playbook, BENCH_AS_OF) for deal in deals]
     _, traced_peak = tracemalloc.get_traced_memory()
@@ -152,6 +396,7 @@ def run_engine_bench(count: int = 10_000, seed: int = 7, repeats: int = 3) -> di
             "seed": seed,
             "playbook": "meddpicc",
             "reviews_per_s": round(count / best),
+            "reviews_per_cpu_s": round(count / best_cpu),
             "seconds": round(best, 4),
             "signals_per_deal": round(signals / count, 2),
             "prompts_per_deal": round(prompts / count, 2),
@@ -228,7 +473,51 @@ def _hubspot_rows(hs: dict[str, Any]) -> list[str]:
     ]
 
 
-_TABLES = {"engine": _engine_rows, "salesforce": _salesforce_rows, "hubspot": _hubspot_rows}
+def _cli_rows(cli: dict[str, Any]) -> list[str]:
+    keys = sorted((k for k in cli if k.isdigit()), key=int)
+    small, large = cli[keys[0]], cli[keys[-1]]
+    return [
+        f"| `dealcoach review --format json`, {small['deals']:,} deals "
+        f"({small['file_mib']} MiB), best of 3, wall clock | **{small['deals_per_s']:,} "
+        f"deals/s** ({small['seconds']} s) |",
+        f"| the same per CPU second (user + system) | {small['deals_per_cpu_s']:,} "
+        f"deals/s ({small['cpu_seconds']} s) |",
+        f"| {large['deals']:,} deals ({large['file_mib']} MiB), wall clock | "
+        f"{large['deals_per_s']:,} deals/s ({large['seconds']} s; CPU "
+        f"{large['cpu_seconds']} s) |",
+        *(
+            [
+                f"| the same with `--jobs {cli['jobs']['jobs']}` (worker processes), wall clock | "
+                f"{cli['jobs']['deals_per_s']:,} deals/s ({cli['jobs']['seconds']} s) |"
+            ]
+            if "jobs" in cli
+            else []
+        ),
+        f"| peak RSS at {small['deals']:,} deals | {small['peak_rss_mib']} MiB |",
+        f"| peak RSS at {large['deals']:,} deals | **{large['peak_rss_mib']} MiB** |",
+        *(
+            [
+                f"| the engine alone in the same run (no parsing or output), per CPU second | "
+                f"{cli['engine_reviews_per_cpu_s_same_run']:,} reviews/s: the command runs at "
+                f"{small['deals_per_cpu_s'] / cli['engine_reviews_per_cpu_s_same_run']:.0%} "
+                "of it |"
+            ]
+            if cli.get("engine_reviews_per_cpu_s_same_run")
+            else []
+        ),
+        f"| ijson backend | {cli['ijson_backend']} |",
+        f"| command | `{cli['command']}` |",
+        f"| Python, machine | {cli['python']}, {cli['machine']} |",
+        f"| measured | {cli['measured_at']} |",
+    ]
+
+
+_TABLES = {
+    "engine": _engine_rows,
+    "salesforce": _salesforce_rows,
+    "hubspot": _hubspot_rows,
+    "cli": _cli_rows,
+}
 
 
 def _webhook_rows(figures: dict[str, Any]) -> list[str]:

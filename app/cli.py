@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import html
 import json
+import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import click
+import orjson
 
 from app.config import configure_logging, exit_on_invalid_settings
 
 if TYPE_CHECKING:
     from app.coaching.playbook import CompiledPlaybook
-    from app.reviews.offline import ExportReview
+    from app.coaching.results import DealReview
+    from app.reviews.offline import ExportStream, RecordError
 
 
 @click.group()
@@ -310,7 +314,9 @@ def _compiled_playbook(name_or_path: str | None) -> CompiledPlaybook:
 
 def _comment_text(value: str) -> str:
     """``value`` made safe inside an HTML comment: escaped, and no ``--`` to end it."""
-    return html.escape(value).replace("--", "&#45;&#45;")
+    from app.reviews.offline import comment_text
+
+    return comment_text(value)
 
 
 def _fail(message: str) -> NoReturn:
@@ -324,9 +330,10 @@ _PROVIDER = click.option(
 _FILE = click.option(
     "--file",
     "file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
     required=True,
-    help="The export: a Salesforce query response or a HubSpot deal list (JSON).",
+    help="The export: a Salesforce query response or a HubSpot deal list (JSON); "
+    "'-' reads it from stdin. Read as a stream: any size will do.",
 )
 _STAGES = click.option(
     "--stages",
@@ -346,19 +353,72 @@ _AS_OF = click.option(
 )
 
 
-def _run_export_review(
+class _Progress:
+    """A progress line on stderr, only when stderr is a terminal (never in a pipe or a
+    log): deals reviewed and, for a file, the share of it read."""
+
+    def __init__(self, stream: ExportStream) -> None:
+        self._stream = stream
+        isatty = getattr(sys.stderr, "isatty", None)
+        self._on = bool(isatty and isatty())
+        self._next = 0.0
+        self._shown = False
+        self.deals = 0
+
+    def tick(self) -> None:
+        self.deals += 1
+        if not self._on or self.deals % 256:
+            return
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + 0.2
+        total = self._stream.total_bytes
+        share = f" ({100 * self._stream.bytes_read // total}%)" if total else ""
+        click.echo(f"\rdealcoach: {self.deals:,} deals{share}", err=True, nl=False)
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            click.echo("\r\x1b[K", err=True, nl=False)
+            self._shown = False
+
+    def error(self, message: str) -> None:
+        self.clear()
+        click.echo(f"dealcoach: {message}", err=True)
+
+
+def _export_stream(
     provider: str, file: Path, stages: Path | None, playbook: str | None, moment: datetime
-) -> ExportReview:
-    from app.reviews.offline import ExportError, review_export
+) -> ExportStream:
+    """The export as a stream of reviews; a playbook or stage file problem is one line."""
+    from app.reviews.offline import ExportError, ExportStream, load_stages
 
     compiled = _compiled_playbook(playbook)
     try:
-        result = review_export(provider, file, compiled, moment, stages)  # type: ignore[arg-type]
+        catalogues = load_stages(provider, stages)  # type: ignore[arg-type]
     except ExportError as exc:
         _fail(str(exc))
-    for error in result.errors:
-        click.echo(f"dealcoach: {error}", err=True)
-    return result
+    if str(file) == "-":
+        source: Path | BinaryIO = sys.stdin.buffer
+        return ExportStream(provider, source, catalogues, compiled, moment, "<stdin>")  # type: ignore[arg-type]
+    return ExportStream(provider, file, catalogues, compiled, moment)  # type: ignore[arg-type]
+
+
+def _reviews(
+    stream: ExportStream, errors: list[RecordError], progress: _Progress
+) -> Iterator[DealReview]:
+    """The stream's reviews; each bad record is reported on stderr as it comes and kept
+    in ``errors``."""
+    from app.reviews.offline import RecordError
+
+    for item in stream:
+        if isinstance(item, RecordError):
+            errors.append(item)
+            progress.error(str(item))
+        else:
+            progress.tick()
+            yield item
 
 
 @main.command()
@@ -374,6 +434,21 @@ def _run_export_review(
     default="text",
     show_default=True,
 )
+@click.option(
+    "--audience",
+    type=click.Choice(["manager", "rep"]),
+    default="manager",
+    show_default=True,
+    help="Whose prompts to show, in every format: the manager's questions for the deal "
+    "review, or the rep's self-review.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes that map, review and render (the output keeps the file's order).",
+)
 def review(
     provider: str,
     file: Path,
@@ -381,43 +456,76 @@ def review(
     playbook: str | None,
     as_of: str | None,
     output_format: str,
+    audience: str,
+    jobs: int,
 ) -> None:
     """Review every deal in a CRM export file (no database, no network).
 
-    Records that cannot be read are reported on stderr and skipped; the others
-    are still reviewed, and the exit status is then 2.
+    The export is read and the output written deal by deal, so memory stays flat
+    for any size of file. Records that cannot be read are reported on stderr and
+    skipped; the others are still reviewed, and the exit status is then 2.
     """
-    from app.coaching.engine import review_fingerprint
-    from app.coaching.render import note_marker, render_note_html, render_note_text
+    from app.reviews.offline import ExportError, RecordError, RenderedReview, render_review
 
-    result = _run_export_review(provider, file, stages, playbook, _parse_as_of(as_of))
-    if output_format == "json":
-        payload = {
-            "reviews": [item.to_dict() for item in result.reviews],
-            "errors": [error.to_dict() for error in result.errors],
-        }
-        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    stream = _export_stream(provider, file, stages, playbook, _parse_as_of(as_of))
+    progress = _Progress(stream)
+    if jobs > 1:
+        from app.reviews.parallel import reviewed_in_workers
+
+        chosen = playbook or exit_on_invalid_settings().default_playbook
+        results: Iterator[RenderedReview | RecordError] = reviewed_in_workers(
+            stream, jobs, chosen, output_format, audience
+        )
     else:
-        blocks = []
-        for item in result.reviews:
-            marker = note_marker(None, item.deal_id, review_fingerprint(item))
-            if output_format == "html":
-                comment = f"<!-- deal {_comment_text(item.deal_id)} -->"
-                blocks.append(f"{comment}\n{render_note_html(item, marker)}")
+        results = (
+            item if isinstance(item, RecordError) else render_review(item, output_format, audience)
+            for item in stream
+        )
+    errors: list[RecordError] = []
+    out = sys.stdout.buffer
+    bands: Counter[str] = Counter()
+    started = False
+    failure: str | None = None
+    head = b'{"audience": "%s", "reviews": [\n' % audience.encode()
+    separator = b",\n" if output_format == "json" else b"\n\n"
+    try:
+        for result in results:
+            if isinstance(result, RecordError):
+                errors.append(result)
+                progress.error(str(result))
+                continue
+            progress.tick()
+            bands[result.band] += 1
+            if started:
+                out.write(separator + result.data)
             else:
-                blocks.append(render_note_text(item, marker))
-        if output_format == "text":
-            bands = Counter(
-                item.health.band if item.is_open else "closed" for item in result.reviews
-            )
-            blocks.append(
-                f"{len(result.reviews)} deals reviewed: {bands['healthy']} healthy, "
-                f"{bands['at_risk']} at risk, {bands['critical']} critical, "
-                f"{bands['closed']} closed"
-                + (f"; {len(result.errors)} records skipped" if result.errors else "")
-            )
-        click.echo("\n\n".join(blocks))
-    if result.errors:
+                out.write((head if output_format == "json" else b"") + result.data)
+                started = True
+    except ExportError as exc:
+        failure = str(exc)
+    progress.clear()
+    if failure is not None and not started:
+        _fail(failure)
+    if output_format == "json":
+        if not started:
+            out.write(head.rstrip(b"\n"))
+        listed = [error.to_dict() for error in errors]
+        if failure is not None:
+            listed.append({"file": stream.name, "record": None, "message": failure})
+        out.write(b'\n],\n"errors": ' + orjson.dumps(listed) + b"}\n")
+    elif output_format == "text":
+        line = (
+            f"{sum(bands.values())} deals reviewed: {bands['healthy']} healthy, "
+            f"{bands['at_risk']} at risk, {bands['critical']} critical, "
+            f"{bands['closed']} closed" + (f"; {len(errors)} records skipped" if errors else "")
+        )
+        out.write((b"\n\n" if started else b"") + line.encode() + b"\n")
+    elif started:
+        out.write(b"\n")
+    out.flush()
+    if failure is not None:
+        click.echo(f"dealcoach: {failure}", err=True)
+    if errors or failure is not None:
         raise SystemExit(2)
 
 
@@ -429,7 +537,9 @@ def review(
 @_AS_OF
 @click.option("--owner", default=None, help="Owner id (default: every owner).")
 @click.option("--period", type=click.Choice(["quarter", "month"]), default="quarter")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json", "html"]), default="text"
+)
 def agenda(
     provider: str,
     file: Path,
@@ -440,43 +550,28 @@ def agenda(
     period: str,
     output_format: str,
 ) -> None:
-    """The pipeline-review agenda for one owner: exceptions only, ranked by risk x value."""
-    from app.coaching.agenda import pipeline_agenda
-    from app.coaching.render import BAND_LABEL, clean_text
+    """The pipeline-review agenda: exceptions only, grouped by owner, deals closing in
+    the period first (past-due and commit mismatches leading), then by risk x value."""
+    from app.coaching.agenda import pipeline_agenda, render_agenda_html, render_agenda_text
+    from app.reviews.offline import ExportError
 
     moment = _parse_as_of(as_of)
-    result = _run_export_review(provider, file, stages, playbook, moment)
-    built = pipeline_agenda(result.reviews, owner, moment, period)  # type: ignore[arg-type]
+    stream = _export_stream(provider, file, stages, playbook, moment)
+    progress = _Progress(stream)
+    errors: list[RecordError] = []
+    try:
+        built = pipeline_agenda(_reviews(stream, errors, progress), owner, moment, period)  # type: ignore[arg-type]
+    except ExportError as exc:
+        progress.clear()
+        _fail(str(exc))
+    progress.clear()
     if output_format == "json":
-        click.echo(json.dumps(built.to_dict(), indent=2, ensure_ascii=False))
+        sys.stdout.buffer.write(orjson.dumps(built.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    elif output_format == "html":
+        click.echo(render_agenda_html(built))
     else:
-        figures = built.integrity
-        lines = [
-            f"Pipeline review for {owner or 'all owners'}, "
-            f"{built.period_start} to {built.period_end}",
-            f"  {figures.open_deals} open deals worth {figures.open_amount:,.0f}; "
-            f"{figures.close_date_passed} with a close date in the past, "
-            f"{figures.next_step_missing} without a next step, {figures.stale} stale, "
-            f"{figures.closing_this_period_early_stage} closing this {period} from an early stage",
-            "",
-        ]
-        for rank, entry in enumerate(built.items, start=1):
-            item = entry.review
-            amount = f"{item.amount:,.0f}" if item.amount is not None else "no amount"
-            lines.append(
-                f"{rank}. {clean_text(item.deal_name, 120)} ({amount}, "
-                f"{clean_text(item.stage_label, 60)}): "
-                f"{BAND_LABEL[item.health.band]} {item.health.score}/100"
-            )
-            for prompt in item.prompts:
-                if prompt.shown_first:
-                    lines.append(f"   - {clean_text(prompt.text, 600)}")
-        if not figures.open_deals:
-            lines.append("No open deals for this owner." if owner else "No open deals.")
-        elif not built.items:
-            lines.append("No exceptions: every open deal is healthy.")
-        click.echo("\n".join(lines))
-    if result.errors:
+        click.echo(render_agenda_text(built))
+    if errors:
         raise SystemExit(2)
 
 
@@ -516,6 +611,17 @@ def agenda(
 @click.option("--webhook-senders", default=40, show_default=True, type=click.IntRange(1, 200))
 @click.option("--webhook-messages", default=600, show_default=True, type=click.IntRange(1))
 @click.option("--webhook-waiting", default=8000, show_default=True, type=click.IntRange(100))
+@click.option(
+    "--cli/--no-cli",
+    "cli",
+    default=False,
+    help="Also measure `dealcoach review --format json` end to end on generated Salesforce "
+    "exports (deals/s and peak RSS at --cli-deals and --cli-large deals).",
+)
+@click.option("--cli-deals", default=20_000, show_default=True, help="Deals of the CLI run.")
+@click.option(
+    "--cli-large", default=100_000, show_default=True, help="Deals of the CLI memory run."
+)
 def bench(
     deals: int,
     seed: int,
@@ -527,13 +633,21 @@ def bench(
     webhook_senders: int,
     webhook_messages: int,
     webhook_waiting: int,
+    cli: bool,
+    cli_deals: int,
+    cli_large: int,
 ) -> None:
-    """Benchmark the engine on generated deals (one core), and optionally the Salesforce
-    and HubSpot connectors against their emulators and the webhook path under load;
-    record the figures."""
-    from app.bench import run_engine_bench, write_results
+    """Benchmark the engine on generated deals (one core), and optionally the CLI end to
+    end, the Salesforce and HubSpot connectors against their emulators and the webhook
+    path under load; record the figures."""
+    from app.bench import run_cli_bench, run_engine_bench, write_results
 
     figures = run_engine_bench(deals, seed)
+    if cli:
+        figures.update(run_cli_bench(cli_deals, cli_large, seed))
+        # The engine alone, measured just before on the same machine: the CLI's rate
+        # relative to it does not depend on how busy the machine was.
+        figures["cli"]["engine_reviews_per_cpu_s_same_run"] = figures["engine"]["reviews_per_cpu_s"]
     if salesforce:
         from integrations.salesforce.bench import run_salesforce_bench
 
@@ -696,3 +810,7 @@ def worker(threads: int | None, periodic: bool) -> None:
     from app.jobs import run_worker
 
     run_worker(exit_on_invalid_settings(), threads=threads, periodic=periodic)
+
+
+if __name__ == "__main__":
+    main()

@@ -278,6 +278,7 @@ def review_deal(deal: DealSnapshot, playbook: CompiledPlaybook, as_of: datetime)
         rep_prompts=rep,
         methodology=judgements,
         summary=_summary(deal, health, ordered),
+        forecast_category=deal.forecast_category,
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from collections.abc import Mapping
+from typing import Literal
 
 import nh3
 
@@ -36,7 +38,7 @@ BAND_LABEL = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"
 
 
 def standing(review: DealReview) -> str:
-    """How the deal stands in a note's head: "At risk (45/100)", or "Closed won"."""
+    """How the deal stands, for a note's last line: "At risk (45/100)", or "Closed won"."""
     if not review.is_open:
         return "Closed won" if review.is_won else "Closed lost"
     return f"{BAND_LABEL[review.health.band]} ({review.health.score}/100)"
@@ -84,50 +86,101 @@ def _headline(review: DealReview) -> str:
     )
 
 
-def render_note_html(review: DealReview, marker: str, audience: str = "manager") -> str:
-    """The note as sanitised HTML, capped at :data:`NOTE_MAX_CHARS`."""
-    prompts: tuple[Prompt, ...] = review.prompts if audience == "manager" else review.rep_prompts
-    heading = "Questions for the deal review" if audience == "manager" else "Self-review"
-    parts = [
-        f"<p><strong>dealcoach: {standing(review)}</strong><br>{_h(_headline(review))}</p>",
-        f"<p>{_h(review.summary, 600)}</p>",
-    ]
-    first = [p for p in prompts if p.shown_first]
-    later = [p for p in prompts if not p.shown_first]
-    if first:
-        parts.append(f"<p><strong>{heading}</strong></p>")
-        parts.append("<ol>" + "".join(_prompt_item(p) for p in first) + "</ol>")
-    if later:
-        parts.append("<p><strong>Also worth asking</strong></p>")
-        parts.append("<ul>" + "".join(_prompt_item(p) for p in later) + "</ul>")
-    tail = (
-        f"<p><em>Playbook {_h(review.playbook, 60)} v{review.playbook_version}, reviewed "
-        f"{review.as_of.date().isoformat()}. {MARKER_PREFIX} {_h(marker, 80)}</em></p>"
+#: Whose prompts a note shows: the manager's questions, the rep's self-review, or both.
+NoteAudience = Literal["manager", "rep", "both"]
+NOTE_AUDIENCES: tuple[NoteAudience, ...] = ("manager", "rep", "both")
+HEADINGS: Mapping[str, str] = {
+    "manager": "Questions for the deal review",
+    "rep": "Self-review questions",
+}
+
+
+def _sections(review: DealReview, audience: str) -> list[tuple[str, tuple[Prompt, ...]]]:
+    if audience not in NOTE_AUDIENCES:
+        raise ValueError(f"audience: one of {', '.join(NOTE_AUDIENCES)}, not {audience!r}")
+    if audience == "both":
+        return [("manager", review.prompts), ("rep", review.rep_prompts)]
+    return [(audience, review.prompts if audience == "manager" else review.rep_prompts)]
+
+
+def _closing_line(review: DealReview) -> str:
+    """The one line on how the deal stands, at the end of a note: never a verdict on top."""
+    return f"Health: {standing(review)}" if review.is_open else standing(review)
+
+
+def _no_questions(review: DealReview) -> str:
+    if not review.is_open:
+        return "No coaching questions: the deal is closed."
+    return (
+        "No questions for this deal: no risk signals."
+        if not review.signals
+        else ("No questions for this deal.")
     )
-    signals_html = ""
-    if review.signals:
-        items = "".join(
-            f"<li>{_h(signal.severity, 10)}: {_h(signal.message)}</li>" for signal in review.signals
-        )
-        signals_html = f"<p><strong>Signals</strong></p><ul>{items}</ul>"
-    document = "".join(parts) + signals_html + tail
-    if len(document) > NOTE_MAX_CHARS:  # only with extreme playbooks: drop the signal list
-        document = "".join(parts) + tail
+
+
+def _clean_html(document: str) -> str:
     cleaned: str = nh3.clean(document, tags=set(ALLOWED_TAGS), attributes={}, link_rel=None)
-    if len(cleaned) > NOTE_MAX_CHARS:  # unreachable with today's caps; keep the marker anyway
-        marker_line = nh3.clean(tail, tags=set(ALLOWED_TAGS), attributes={}, link_rel=None)
-        body = nh3.clean(
-            cleaned[: NOTE_MAX_CHARS - len(marker_line) - 16],
-            tags=set(ALLOWED_TAGS),
-            attributes={},
-            link_rel=None,
-        )
+    return cleaned
+
+
+def render_note_html(review: DealReview, marker: str, audience: str = "manager") -> str:
+    """The note as sanitised HTML, capped at :data:`NOTE_MAX_CHARS`.
+
+    It leads with the questions (the first three numbered, the rest under "Also
+    worth asking"), each with its why; the signals are not listed again (each
+    question's why is its signal). The health score and band are one line at the
+    end, with the playbook, the review date and the marker. ``audience``:
+    ``manager`` (default), ``rep`` (the rep's self-review) or ``both`` (two sections).
+    Over the cap, the last questions are left out; the closing line always stays.
+    """
+    head = f"<p>{_h(_headline(review))}</p>"
+    sections: list[tuple[str, list[str], list[str]]] = []
+    for who, prompts in _sections(review, audience):
+        first = [_prompt_item(p) for p in prompts if p.shown_first]
+        later = [_prompt_item(p) for p in prompts if not p.shown_first]
+        sections.append((who, first, later))
+    tail = (
+        f"<p><em>{_h(_closing_line(review))} · Playbook {_h(review.playbook, 60)} "
+        f"v{review.playbook_version}, reviewed {review.as_of.date().isoformat()} · "
+        f"{MARKER_PREFIX} {_h(marker, 80)}</em></p>"
+    )
+
+    def assemble() -> str:
+        parts = [head]
+        for who, first, later in sections:
+            if not first and not later:
+                continue
+            parts.append(f"<p><strong>{HEADINGS[who]}</strong></p>")
+            if first:
+                parts.append("<ol>" + "".join(first) + "</ol>")
+            if later:
+                parts.append("<p><strong>Also worth asking</strong></p>")
+                parts.append("<ul>" + "".join(later) + "</ul>")
+        if len(parts) == 1:
+            parts.append(f"<p>{_no_questions(review)}</p>")
+        return "".join(parts) + tail
+
+    document = assemble()
+    # Only with extreme playbooks: leave out the last questions until the note fits.
+    while len(document) > NOTE_MAX_CHARS and any(f or m for _, f, m in sections):
+        for _, first, later in reversed(sections):
+            if later:
+                later.pop()
+                break
+            if first:
+                first.pop()
+                break
+        document = assemble()
+    cleaned = _clean_html(document)
+    if len(cleaned) > NOTE_MAX_CHARS:  # the head and the tail alone: keep the marker anyway
+        marker_line = _clean_html(tail)
+        body = _clean_html(cleaned[: max(0, NOTE_MAX_CHARS - len(marker_line) - 16)])
         cleaned = body + marker_line
     return cleaned
 
 
 def _prompt_item(prompt: Prompt) -> str:
-    return f"<li>{_h(prompt.text, 600)}<br><em>Why: {_h(prompt.why)}</em></li>"
+    return f"<li><strong>{_h(prompt.text, 600)}</strong><br><em>Why: {_h(prompt.why)}</em></li>"
 
 
 def render_note_text(
@@ -135,34 +188,34 @@ def render_note_text(
 ) -> str:
     """The review as plain text: the Task description, the CLI's text output.
 
-    The marker is the second line, so however the text is cut it stays; the text
-    is capped at :data:`TEXT_NOTE_MAX_CHARS`, cut at the end of a line.
+    The deal's name, then the marker (the second line, so however the text is cut
+    it stays), the stage, amount and close date, the questions with their why, and
+    the health as the last line. Capped at :data:`TEXT_NOTE_MAX_CHARS`: whole
+    questions are cut from the end, the last line is kept.
     """
-    prompts = review.prompts if audience == "manager" else review.rep_prompts
     lines = [f"{clean_text(review.deal_name, 200)} [{clean_text(review.deal_id, 40)}]"]
     if marker:
         lines.append(f"  {MARKER_PREFIX} {clean_text(marker, 80)}")
     lines.append(f"  {_headline(review)}")
-    lines.append(f"  {standing(review)}" if not review.is_open else f"  Health: {standing(review)}")
-    lines.append(f"  {clean_text(review.summary, 600)}")
-    first = [p for p in prompts if p.shown_first]
-    later = [p for p in prompts if not p.shown_first]
-    if first:
-        lines.append(
-            "  Questions for the deal review:" if audience == "manager" else "  Self-review:"
-        )
-    for index, prompt in enumerate([*first, *later], start=1):
-        if index == len(first) + 1:
-            lines.append("  Also worth asking:")
-        lines.append(f"    {index}. {clean_text(prompt.text, 600)}")
-        lines.append(f"       why: {clean_text(prompt.why)}")
-    if review.signals:
-        lines.append("  Signals:")
-        for signal in review.signals:
-            label = signal.code + (f"[{signal.element}]" if signal.element else "")
-            lines.append(f"    - {signal.severity:<6} {label}: {clean_text(signal.message)}")
-    text = "\n".join(lines)
-    if len(text) > TEXT_NOTE_MAX_CHARS:
-        cut = text.rfind("\n", 0, TEXT_NOTE_MAX_CHARS + 1)
-        text = text[:cut] if cut > 0 else text[:TEXT_NOTE_MAX_CHARS]
-    return text
+    asked = False
+    for who, prompts in _sections(review, audience):
+        first = [p for p in prompts if p.shown_first]
+        later = [p for p in prompts if not p.shown_first]
+        if not prompts:
+            continue
+        asked = True
+        lines.append(f"  {HEADINGS[who]}:")
+        for index, prompt in enumerate([*first, *later], start=1):
+            if index == len(first) + 1:
+                lines.append("  Also worth asking:")
+            lines.append(f"    {index}. {clean_text(prompt.text, 600)}")
+            lines.append(f"       why: {clean_text(prompt.why)}")
+    if not asked:
+        lines.append(f"  {_no_questions(review)}")
+    closing = f"  {_closing_line(review)}"
+    body = "\n".join(lines)
+    room = TEXT_NOTE_MAX_CHARS - len(closing) - 1
+    if len(body) > room:
+        cut = body.rfind("\n", 0, room + 1)
+        body = body[:cut] if cut > 0 else body[:room]
+    return f"{body}\n{closing}"

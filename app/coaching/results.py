@@ -178,8 +178,19 @@ class DealReview:
     summary: str
     #: Closed and won (always False for an open deal).
     is_won: bool = False
+    #: The CRM's forecast category (Salesforce ``ForecastCategoryName``), if any.
+    forecast_category: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def prompts_for(self, audience: Audience) -> tuple[Prompt, ...]:
+        """The prompts of one audience: the manager's questions or the rep's self-review."""
+        return self.prompts if audience == "manager" else self.rep_prompts
+
+    def to_dict(self, audience: Audience | None = None) -> dict[str, Any]:
+        """The review as JSON data; ``audience`` keeps only that audience's prompts
+        (default: both, the manager's first)."""
+        chosen = (
+            (*self.prompts, *self.rep_prompts) if audience is None else self.prompts_for(audience)
+        )
         return {
             "deal_id": self.deal_id,
             "deal_name": self.deal_name,
@@ -187,6 +198,7 @@ class DealReview:
             "amount": self.amount,
             "currency": self.currency,
             "close_date": _iso(self.close_date),
+            "forecast_category": self.forecast_category,
             "stage": {"key": self.stage_key, "label": self.stage_label, "phase": self.phase},
             "is_open": self.is_open,
             "is_won": self.is_won,
@@ -194,7 +206,7 @@ class DealReview:
             "playbook": {"name": self.playbook, "version": self.playbook_version},
             "health": self.health.to_dict(),
             "signals": [signal.to_dict() for signal in self.signals],
-            "prompts": [prompt.to_dict() for prompt in (*self.prompts, *self.rep_prompts)],
+            "prompts": [prompt.to_dict() for prompt in chosen],
             "methodology": [item.to_dict() for item in self.methodology],
             "summary": self.summary,
         }

@@ -22,6 +22,12 @@ class ConnectionSettings(BaseModel):
     playbook: str = Field("meddpicc", min_length=1, max_length=200)
     writeback_targets: list[WritebackTargetName] = Field(default=["note"], max_length=3)
     writeback_mode: Literal["auto", "off"] = "auto"
+    note_audience: Literal["manager", "rep", "both"] = Field(
+        "manager",
+        description="Whose questions the note (and the task, and the summary fields' prompts) "
+        "carries: the manager's questions for the deal review, the rep's self-review, or "
+        "both in one note (the manager's first).",
+    )
     sync_interval_minutes: int | None = Field(None, ge=1, le=1440)
     page_size: int | None = Field(None, ge=1, le=1000)
     custom_fields: list[str] = Field(

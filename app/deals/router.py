@@ -10,14 +10,11 @@ from sqlalchemy import select
 
 from app.api.deps import ReadKey, SessionDep, decode_cursor, encode_cursor
 from app.api.problems import PROBLEM_RESPONSES, Problem
-from app.coaching.agenda import pipeline_agenda
-from app.coaching.engine import review_deal
 from app.connections.models import Connection
 from app.deals.models import DealHistoryRow, DealSnapshotRow
-from app.deals.serialize import snapshot_from_json
-from app.deals.service import with_observed_history
 from app.playbooks.service import compiled_playbook
 from app.reviews.models import Review
+from app.reviews.stored import stored_agenda, unreviewed_open_deals
 
 router = APIRouter(prefix="/api/v1", tags=["deals"], responses=PROBLEM_RESPONSES)
 
@@ -140,7 +137,14 @@ def get_deal(connection_id: str, deal_id: str, session: SessionDep, key: ReadKey
     return out
 
 
-def review_full(review: Review) -> dict[str, Any]:
+def review_full(
+    review: Review, audience: Literal["manager", "rep"] | None = None
+) -> dict[str, Any]:
+    """A stored review in full; ``audience`` keeps only the manager's questions or the
+    rep's self-review (default: both)."""
+    prompts = review.prompts
+    if audience is not None:
+        prompts = [p for p in prompts if p.get("audience") == audience]
     return {
         "id": review.id,
         "connection_id": review.connection_id,
@@ -151,7 +155,8 @@ def review_full(review: Review) -> dict[str, Any]:
         "playbook": {"name": review.playbook_name, "version": review.playbook_version},
         "health": {"score": review.health_score, "band": review.health_band},
         "signals": review.signals,
-        "prompts": review.prompts,
+        "audience": audience,
+        "prompts": prompts,
         "summary": review.summary,
         "marker": review.marker,
         "dry_run": review.dry_run,
@@ -165,8 +170,14 @@ def agenda(
     connection_id: str,
     owner: str | None = None,
     period: Literal["quarter", "month"] = "quarter",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    """The pipeline-review agenda for one owner (or all), reviewed now from the store."""
+    """The pipeline-review agenda of one connection, for one owner (or all): exceptions
+    only, deals closing in the period first (past-due and commit mismatches leading),
+    then by risk x amount; built from the latest stored review of each open deal (none
+    is fetched or reviewed again). ``items`` is one page in rank order; ``owners``
+    groups the whole agenda by owner; ``next_cursor`` continues the list."""
     key.check(connection_id, "connection")
     connection = session.get(Connection, connection_id)
     if connection is None:
@@ -174,18 +185,21 @@ def agenda(
     playbook = compiled_playbook(
         session, str((connection.settings or {}).get("playbook", "meddpicc"))
     )
-    as_of = datetime.now(UTC)
-    query = select(DealSnapshotRow).where(
-        DealSnapshotRow.connection_id == connection_id, DealSnapshotRow.is_closed.is_(False)
-    )
-    if owner is not None:
-        query = query.where(DealSnapshotRow.owner_id == owner)
-    reviews = [
-        review_deal(
-            with_observed_history(session, connection_id, snapshot_from_json(row.data)),
-            playbook,
-            as_of,
-        )
-        for row in session.scalars(query)
-    ]
-    return pipeline_agenda(reviews, owner, as_of, period).to_dict()
+    start = _agenda_offset(cursor) if cursor is not None else 0
+    built = stored_agenda(session, connection_id, owner, playbook, datetime.now(UTC), period)
+    page = built.items[start : start + limit]
+    more = start + limit < len(built.items)
+    return {
+        **built.head_dict(),
+        "connection_id": connection_id,
+        "unreviewed_deals": unreviewed_open_deals(session, connection_id, owner),
+        "items": [item.to_dict() for item in page],
+        "next_cursor": encode_cursor(f"agenda:{start + limit}") if more else None,
+    }
+
+
+def _agenda_offset(cursor: str) -> int:
+    kind, _, value = decode_cursor(cursor).partition(":")
+    if kind != "agenda" or not (value.isascii() and value.isdigit()) or len(value) > 9:
+        raise Problem(422, "cursor: not a cursor this API returned", errors=[])
+    return int(value)

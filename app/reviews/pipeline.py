@@ -15,7 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.coaching.engine import review_deal, review_fingerprint, snapshot_fingerprint
-from app.coaching.render import note_marker, note_title, render_note_html, render_note_text
+from app.coaching.render import (
+    NOTE_AUDIENCES,
+    note_marker,
+    note_title,
+    render_note_html,
+    render_note_text,
+)
 from app.coaching.results import DealReview
 from app.coaching.snapshot import DealSnapshot
 from app.connections.models import Connection
@@ -43,9 +49,17 @@ def connection_setting(connection: Connection, key: str, default: Any) -> Any:
     return (connection.settings or {}).get(key, default)
 
 
-def summary_fields(result: DealReview, marker: str) -> dict[str, str]:
-    """The rolling summary written to the deal's custom fields (when enabled)."""
-    top = [p.text for p in result.prompts if p.shown_first]
+def note_audience(connection: Connection) -> str:
+    """The connection's ``note_audience`` setting: ``manager`` (default), ``rep``, ``both``."""
+    value = str(connection_setting(connection, "note_audience", "manager"))
+    return value if value in NOTE_AUDIENCES else "manager"
+
+
+def summary_fields(result: DealReview, marker: str, audience: str = "manager") -> dict[str, str]:
+    """The rolling summary written to the deal's custom fields (when enabled): the top
+    prompts are the rep's with ``audience`` ``rep``, else the manager's."""
+    prompts = result.rep_prompts if audience == "rep" else result.prompts
+    top = [p.text for p in prompts if p.shown_first]
     return {
         "dealcoach_health": str(result.health.score),
         "dealcoach_band": result.health.band,
@@ -74,7 +88,11 @@ def review_snapshot(
     result = review_deal(enriched, playbook, moment)
     fingerprint = review_fingerprint(result)
     scope = marker_scope(connection)  # the CRM account: a re-created connection agrees
-    marker = note_marker(scope, deal.id, fingerprint)
+    audience = note_audience(connection)
+    # The manager's note keeps the marker it always had; another audience's note is
+    # another note (switching the setting writes the new version on the next review).
+    basis = fingerprint if audience == "manager" else f"{fingerprint}:audience={audience}"
+    marker = note_marker(scope, deal.id, basis)
     row = Review(
         connection_id=connection.id,
         deal_external_id=deal.id,
@@ -111,15 +129,15 @@ def review_snapshot(
             target_marker = (
                 marker
                 if target == WriteBackTarget.NOTE
-                else note_marker(scope, deal.id, f"{fingerprint}:{target.value}")
+                else note_marker(scope, deal.id, f"{basis}:{target.value}")
             )
             if target == WriteBackTarget.SUMMARY_FIELDS:
-                payload: dict[str, object] = {"fields": summary_fields(shown, marker)}
+                payload: dict[str, object] = {"fields": summary_fields(shown, marker, audience)}
             else:
                 payload = {
                     "title": note_title(shown),
-                    "html": render_note_html(shown, target_marker),
-                    "text": render_note_text(shown, target_marker),
+                    "html": render_note_html(shown, target_marker, audience),
+                    "text": render_note_text(shown, target_marker, audience),
                 }
             created = add_writeback(
                 session,

@@ -77,12 +77,22 @@ def run_review(
         raise Problem(502, f"the CRM refused: {exc}") from None
 
 
+Audience = Annotated[
+    Literal["manager", "rep"] | None,
+    Query(
+        description="Keep only the manager's questions (`manager`) or the rep's self-review "
+        "(`rep`); default both."
+    ),
+]
+
+
 @router.get("/reviews")
 def list_reviews(
     session: SessionDep,
     key: ReadKey,
     connection_id: str | None = None,
     deal_id: str | None = None,
+    audience: Audience = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -90,7 +100,7 @@ def list_reviews(
     query = key.visible(query, Review.connection_id, connection_id)
     if deal_id is not None:
         query = query.where(Review.deal_external_id == deal_id)
-    return page_of(session, query, Review.id, limit, cursor, review_full)
+    return page_of(session, query, Review.id, limit, cursor, lambda r: review_full(r, audience))
 
 
 def _review(session: SessionDep, key: ReadKey, review_id: str) -> Review:
@@ -98,8 +108,11 @@ def _review(session: SessionDep, key: ReadKey, review_id: str) -> Review:
 
 
 @router.get("/reviews/{review_id}")
-def get_review(review_id: str, session: SessionDep, key: ReadKey) -> dict[str, Any]:
-    return review_full(_review(session, key, review_id))
+def get_review(
+    review_id: str, session: SessionDep, key: ReadKey, audience: Audience = None
+) -> dict[str, Any]:
+    """One review; ``?audience=rep`` is the rep's self-review view."""
+    return review_full(_review(session, key, review_id), audience)
 
 
 @router.post("/reviews/{review_id}/feedback", status_code=status.HTTP_201_CREATED)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +88,7 @@ def test_given_the_hubspot_sample_when_rendered_as_html_then_each_note_is_saniti
     notes = [block for block in out.split("<!-- deal ") if block.strip()]
     assert len(notes) >= 12
     for note in notes:
-        assert "<p><strong>dealcoach:" in note
+        assert "dealcoach:" not in note.split("</p>", 1)[0]  # no verdict on top
         assert "dealcoach-ref: dc1-" in note
         assert "<script" not in note
 
@@ -124,11 +126,135 @@ def test_the_agenda_lists_exceptions_with_integrity_figures() -> None:
     assert code == 0
     agenda = json.loads(out)
     assert agenda["integrity"]["open_deals"] > 0
-    exposures = [item["exposure"] for item in agenda["items"]]
-    assert exposures == sorted(exposures, reverse=True)
+    items = agenda["items"]
+    groups = [
+        0
+        if item["in_period"] and (item["past_due"] or item["forecast_mismatch"])
+        else 1
+        if item["in_period"]
+        else 2
+        for item in items
+    ]
+    assert groups == sorted(groups) and groups[0] == 0
+    for group in set(groups):
+        exposures = [item["exposure"] for item, g in zip(items, groups, strict=True) if g == group]
+        assert exposures == sorted(exposures, reverse=True)
+    for item in items:
+        assert {"close_date", "forecast_category", "top_question", "owner_id"} <= set(item)
+        assert item["top_question"]["text"] and item["top_question"]["why"]
     assert all(item["health"]["band"] != "healthy" or item["signals"] for item in agenda["items"])
     code, text, _ = run("agenda", *SF, *SF_STAGES, "--as-of", AS_OF)
     assert code == 0 and text.startswith("Pipeline review for all owners")
+
+
+def test_the_agenda_groups_by_owner_and_filters_one_owner() -> None:
+    code, out, _ = run("agenda", *SF, *SF_STAGES, "--as-of", AS_OF, "--format", "json")
+    assert code == 0
+    everyone = json.loads(out)
+    owners = [group["owner_id"] for group in everyone["owners"]]
+    assert len(owners) >= 2
+    code, text, _ = run("agenda", *SF, *SF_STAGES, "--as-of", AS_OF)
+    headings = [line for line in text.splitlines() if line.startswith("Owner ")]
+    assert [line.split(":")[0] for line in headings] == [f"Owner {owner}" for owner in owners]
+
+    code, out, _ = run(
+        "agenda", *SF, *SF_STAGES, "--as-of", AS_OF, "--owner", owners[0], "--format", "json"
+    )
+    assert code == 0
+    one = json.loads(out)
+    assert {item["owner_id"] for item in one["items"]} == {owners[0]}
+    assert len(one["items"]) == everyone["owners"][0]["exceptions"]
+
+
+def test_the_agenda_as_html_is_sanitised_and_grouped_by_owner() -> None:
+    code, out, _ = run("agenda", *HS, *HS_STAGES, "--as-of", AS_OF, "--format", "html")
+    assert code == 0
+    assert out.startswith("<p><strong>Pipeline review for all owners")
+    assert "<script" not in out and "<li>" in out and "Why: " in out
+    assert out.count("<ol>") == out.count("<strong>Owner ") + out.count("<strong>No owner")
+
+
+@pytest.mark.parametrize("output_format", ["text", "json", "html"])
+def test_given_the_rep_audience_then_every_format_shows_the_rep_prompts(
+    output_format: str,
+) -> None:
+    manager = review_json(*SF, *SF_STAGES)
+    code, out, err = run(
+        "review", *SF, *SF_STAGES, "--as-of", AS_OF, "--format", output_format, "--audience", "rep"
+    )
+    assert code == 0, err
+    rep_texts = [
+        p["text"]
+        for r in review_json(*SF, *SF_STAGES, "--audience", "rep")["reviews"]  # type: ignore[index]
+        for p in r["prompts"]
+    ]
+    manager_texts = {p["text"] for r in manager["reviews"] for p in r["prompts"]}  # type: ignore[attr-defined]
+    only_manager = [t for t in manager_texts if t not in set(rep_texts)]
+    assert rep_texts and only_manager
+    if output_format == "json":
+        data = json.loads(out)
+        assert data["audience"] == "rep"
+        assert {p["audience"] for r in data["reviews"] for p in r["prompts"]} == {"rep"}
+        return
+    shown = out if output_format == "text" else html.unescape(out)
+    assert "Self-review questions" in shown and "Questions for the deal review" not in shown
+    assert all(" ".join(text.split()) in shown for text in rep_texts)
+    assert not any(" ".join(text.split()) in shown for text in only_manager)
+
+
+def test_given_json_output_then_manager_prompts_only_by_default() -> None:
+    data = review_json(*SF, *SF_STAGES)
+    assert data["audience"] == "manager"
+    assert {p["audience"] for r in data["reviews"] for p in r["prompts"]} == {"manager"}  # type: ignore[attr-defined]
+
+
+def test_given_dash_as_the_file_then_the_export_is_read_from_stdin() -> None:
+    from_file = review_json(*SF, *SF_STAGES)
+    payload = (SAMPLES / "salesforce_opportunities.json").read_bytes()
+    result = CliRunner().invoke(
+        main,
+        [
+            "review",
+            "--provider",
+            "salesforce",
+            "--file",
+            "-",
+            *SF_STAGES,
+            "--as-of",
+            AS_OF,
+            "--format",
+            "json",
+        ],
+        input=payload,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == from_file
+    assert result.stderr == ""  # no progress bar: stderr is not a terminal
+
+
+def test_given_an_export_cut_short_then_the_json_written_so_far_is_closed_and_the_error_named(
+    tmp_path: Path,
+) -> None:
+    text = (SAMPLES / "salesforce_opportunities.json").read_text("utf-8")
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) * 2 // 3])
+
+    code, out, err = run(
+        "review",
+        "--provider",
+        "salesforce",
+        "--file",
+        str(cut),
+        "--as-of",
+        AS_OF,
+        "--format",
+        "json",
+    )
+
+    assert_one_line_error(code, err, str(cut), "not valid JSON")
+    data = json.loads(out)  # still one JSON document
+    assert data["reviews"] and data["errors"][-1]["record"] is None
+    assert "not valid JSON" in data["errors"][-1]["message"]
 
 
 # ---------------------------------------------------------------- bad input
@@ -430,3 +556,119 @@ def test_given_a_default_playbook_typo_then_review_fails_in_one_line_naming_the_
     db_env.setenv("DEALCOACH_DEFAULT_PLAYBOOK", "medpicc")
     code, _, err = run("review", *SF, "--as-of", AS_OF)
     assert_one_line_error(code, err, "DEALCOACH_DEFAULT_PLAYBOOK", "medpicc")
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_given_stderr_is_a_terminal_then_a_progress_line_is_shown_and_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from app.cli import _Progress
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    stream = SimpleNamespace(total_bytes=1_000, bytes_read=500)
+    progress = _Progress(stream)  # type: ignore[arg-type]
+
+    for _ in range(512):
+        progress.tick()
+    progress.error("export.json: record #3: bad")
+    progress.clear()
+
+    shown = terminal.getvalue()
+    assert "\rdealcoach: 256 deals (50%)" in shown
+    assert shown.endswith("\r\x1b[Kdealcoach: export.json: record #3: bad\n")
+
+
+def test_given_stderr_is_not_a_terminal_then_no_progress_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    from types import SimpleNamespace
+
+    from app.cli import _Progress
+
+    terminal = _Terminal()
+    monkeypatch.setattr(terminal, "isatty", lambda: False)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress = _Progress(SimpleNamespace(total_bytes=None, bytes_read=0))  # type: ignore[arg-type]
+
+    for _ in range(2_000):
+        progress.tick()
+    progress.clear()
+
+    assert terminal.getvalue() == ""
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+@pytest.mark.parametrize(
+    ("export", "stages", "output_format"),
+    [(SF, SF_STAGES, "json"), (HS, HS_STAGES, "html"), (SF, SF_STAGES, "text")],
+)
+def test_given_jobs_then_the_output_is_the_same_in_the_same_order(
+    export: list[str], stages: list[str], output_format: str
+) -> None:
+    args = ["review", *export, *stages, "--as-of", AS_OF, "--format", output_format]
+    one = run(*args)
+    two = run(*args, "--jobs", "2")
+
+    assert one[0] == two[0] == 0
+    assert two[1] == one[1]
+
+
+def test_given_jobs_then_bad_records_are_reported_the_same(tmp_path: Path) -> None:
+    export = json.loads((SAMPLES / "salesforce_opportunities.json").read_text("utf-8"))
+    export["records"] = export["records"] * 40  # several batches of 256 records
+    export["records"][300] = {**export["records"][300], "CreatedDate": "not a date"}
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    args = ["review", "--provider", "salesforce", "--file", str(path), "--as-of", AS_OF]
+
+    one = run(*args, "--format", "json")
+    two = run(*args, "--format", "json", "--jobs", "3")
+
+    assert one == two
+    assert_one_line_error(two[0], two[2], str(path), "CreatedDate")
+    assert len(json.loads(two[1])["reviews"]) == len(export["records"]) - 1
+
+
+def test_given_jobs_and_an_export_cut_short_then_the_reviews_before_are_kept(
+    tmp_path: Path,
+) -> None:
+    export = json.loads((SAMPLES / "salesforce_opportunities.json").read_text("utf-8"))
+    export["records"] = export["records"] * 40
+    text = json.dumps(export)
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) // 2])
+
+    code, out, err = run(
+        "review",
+        "--provider",
+        "salesforce",
+        "--file",
+        str(cut),
+        "--as-of",
+        AS_OF,
+        "--format",
+        "json",
+        "--jobs",
+        "2",
+    )
+
+    assert_one_line_error(code, err, str(cut), "not valid JSON")
+    data = json.loads(out)
+    assert len(data["reviews"]) > 256
+    assert "not valid JSON" in data["errors"][-1]["message"]

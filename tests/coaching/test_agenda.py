@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import date, timedelta
 
 import pytest
 
-from app.coaching.agenda import is_exception, period_bounds, pipeline_agenda
-from app.coaching.results import DealReview
+from app.coaching.agenda import (
+    is_exception,
+    period_bounds,
+    pipeline_agenda,
+    render_agenda_html,
+    render_agenda_text,
+)
+from app.coaching.results import DealReview, Evidence, Signal
 from app.coaching.snapshot import Change
 
 from .factories import (
@@ -93,10 +100,12 @@ def test_given_owner_when_agenda_built_then_only_exceptions_ranked_by_risk_times
     agenda = pipeline_agenda(_pipeline().values(), "005A", AS_OF)
 
     ids = [item.review.deal_id for item in agenda.items]
-    # early_close closes in 10 days from qualification: one medium risk, so at risk.
-    assert ids == ["big_risky", "commit_early", "small_critical", "early_close", "unpriced"]
-    exposures = [item.exposure for item in agenda.items]
+    # Past due in the period first, by exposure; early_close (one medium risk, at risk)
+    # closes in the period too; the commit mismatch closes next quarter.
+    assert ids == ["big_risky", "small_critical", "unpriced", "early_close", "commit_early"]
+    exposures = [item.exposure for item in agenda.items[:3]]
     assert exposures == sorted(exposures, reverse=True)
+    assert agenda.items[-1].exposure > agenda.items[1].exposure
     big = agenda.items[0]
     assert big.risk == pytest.approx((100 - big.review.health.score) / 100)
     assert big.exposure == pytest.approx(big.risk * 400_000)
@@ -203,6 +212,17 @@ def test_given_agenda_when_serialised_then_items_carry_only_shown_first_prompts(
     first = data["items"][0]
     assert first["deal_id"] == "big_risky"
     assert first["signals"] == ["close_date_passed", "no_recent_activity"]
+    assert first["close_date"] == "2025-05-06" and first["forecast_category"] is None
+    assert first["past_due"] is True and first["in_period"] is True
+    top = agenda.items[0].review.prompts[0]
+    assert first["top_question"] == {"text": top.text, "why": top.why}
+    assert data["owners"] == [
+        {
+            "owner_id": "005A",
+            "exceptions": len(data["items"]),
+            "exposure": sum(i["exposure"] for i in data["items"]),
+        }
+    ]
     assert all(p["shown_first"] for item in data["items"] for p in item["prompts"])
     assert all(len(item["prompts"]) <= 3 for item in data["items"])
 
@@ -240,3 +260,111 @@ def test_given_healthy_deal_with_a_forecast_mismatch_when_checked_then_it_is_an_
 
 def test_given_closed_deal_with_a_passed_close_date_when_checked_then_it_is_no_exception() -> None:
     assert not is_exception(_review("won", stage=CLOSED_WON, close_date=day(-3)))
+
+
+# ---------------------------------------------------------------- the order of the meeting
+
+
+def _commit_mismatch(deal_id: str, close_in: int, amount: float = 20_000.0) -> DealReview:
+    return _review(
+        deal_id,
+        amount=amount,
+        stage=PROPOSAL,
+        stage_history=(Change(days_ago(5), DISCOVERY, PROPOSAL),),
+        forecast_category="Commit",
+        close_date=day(close_in),
+    )
+
+
+def test_given_exceptions_in_and_after_the_period_then_in_period_ones_come_first() -> None:
+    # AS_OF is 2025-06-15: the quarter ends in 15 days.
+    past_due = _review(
+        "past_due", amount=10_000.0, close_date=day(-2), last_activity_at=days_ago(20)
+    )
+    mismatch = _commit_mismatch("mismatch", close_in=10, amount=15_000.0)
+    in_period = _review(
+        "in_period", amount=50_000.0, close_date=day(10), last_activity_at=days_ago(40)
+    )
+    later_huge = _review(
+        "later_huge", amount=5_000_000.0, close_date=day(60), last_activity_at=days_ago(40)
+    )
+    later_mismatch = _commit_mismatch("later_mismatch", close_in=60, amount=900_000.0)
+    undated = _review("undated", amount=1_000_000.0, close_date=None, last_activity_at=days_ago(40))
+
+    agenda = pipeline_agenda(
+        [later_huge, undated, later_mismatch, in_period, mismatch, past_due], None, AS_OF
+    )
+
+    ids = [item.review.deal_id for item in agenda.items]
+    assert ids[:2] == sorted(ids[:2], key=lambda i: -agenda.items[ids.index(i)].exposure)
+    assert set(ids[:2]) == {"past_due", "mismatch"}  # lead: past due and commit mismatches
+    assert ids[2] == "in_period"  # a larger exposure, but neither past due nor a mismatch
+    assert set(ids[3:]) == {"later_huge", "later_mismatch", "undated"}
+    assert [i.leads for i in agenda.items] == [True, True, False, False, False, False]
+    assert not any(item.in_period for item in agenda.items[3:])
+
+
+def test_given_a_deal_whose_only_signal_is_an_unrecorded_element_then_it_is_no_exception() -> None:
+    quiet = _review("unrecorded")
+    gap = Signal(
+        code="methodology_gap",
+        severity="low",
+        message="Paper process is not recorded in the CRM",
+        evidence=(Evidence("Paper_Process__c", None),),
+        element="paper_process",
+        status="not_recorded",
+    )
+    only_unrecorded = replace(quiet, signals=(gap,))
+    with_a_real_issue = replace(quiet, signals=(gap, *_review("x", close_date=day(-3)).signals))
+
+    assert not is_exception(only_unrecorded, AS_OF.date())
+    assert pipeline_agenda([only_unrecorded], None, AS_OF).items == ()
+    assert is_exception(with_a_real_issue, AS_OF.date())
+    # Not an issue in the integrity figures either.
+    figures = pipeline_agenda([only_unrecorded], None, AS_OF).integrity
+    assert (figures.open_deals, figures.stale, figures.next_step_missing) == (1, 0, 0)
+
+
+def test_given_a_stored_review_from_before_the_close_date_passed_then_it_counts_as_past_due() -> (
+    None
+):
+    earlier = review(make_deal(id="stale", close_date=day(5)), as_of=AS_OF - timedelta(days=20))
+    assert "close_date_passed" not in {s.code for s in earlier.signals}
+
+    agenda = pipeline_agenda([earlier], None, AS_OF + timedelta(days=10))
+
+    assert [item.review.deal_id for item in agenda.items] == ["stale"]
+    assert agenda.items[0].past_due and agenda.items[0].leads
+    assert agenda.integrity.close_date_passed == 1
+
+
+def test_given_several_owners_then_text_and_html_group_items_by_owner() -> None:
+    agenda = pipeline_agenda(_pipeline().values(), None, AS_OF)
+
+    groups = agenda.by_owner()
+    assert [owner for owner, _ in groups] == ["005B", "005A"]  # by their top item
+    assert sum(len(items) for _, items in groups) == len(agenda.items)
+    text = render_agenda_text(agenda)
+    lines = text.splitlines()
+    mine = len(groups[1][1])
+    assert lines.index("Owner 005B: 1 exception") < lines.index(f"Owner 005A: {mine} exceptions")
+    assert "   closes 2025-05-06 (40 days past due) · no forecast category" in lines
+    assert any(line.startswith("   Ask: ") for line in lines)
+    assert any(line.startswith("   why: ") for line in lines)
+    assert (
+        "closes 2025-07-30 (after this period) · forecast Commit (stage does not support it)"
+        in text
+    )
+    document = render_agenda_html(agenda)
+    assert document.index("Owner 005B") < document.index("Owner 005A")
+    assert document.count("<li>") == len(agenda.items)
+    assert "<script" not in document
+
+
+def test_given_hostile_names_then_the_agenda_html_is_escaped() -> None:
+    hostile = _review("x", name="<script>alert(1)</script>", close_date=day(-3), owner="<b>o</b>")
+
+    document = render_agenda_html(pipeline_agenda([hostile], None, AS_OF))
+
+    assert "<script" not in document and "&lt;script&gt;" in document
+    assert "<b>o</b>" not in document

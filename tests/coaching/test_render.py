@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -173,7 +174,7 @@ def test_given_a_review_when_rendered_as_html_then_only_allowlisted_tags_are_use
     assert f"{MARKER_PREFIX} {marker}" in document
     assert "Questions for the deal review" in document
     assert "Also worth asking" in document  # prompts beyond the first three
-    assert document.count("<li>") == len(result.prompts) + len(result.signals)
+    assert document.count("<li>") == len(result.prompts)  # the questions, no signal list
 
 
 def test_given_rep_audience_when_rendered_then_the_rep_wording_is_used() -> None:
@@ -281,7 +282,8 @@ def test_given_a_review_when_rendered_as_text_then_it_lists_prompts_signals_and_
     ]
     assert lines[more + 1].startswith("    4. ")
     assert not any("(more)" in line for line in lines)
-    assert "    - low    methodology_gap[metrics]: Metrics is ambiguous at Solution" in lines
+    assert lines[-1] == f"  Health: At risk ({result.health.score}/100)"
+    assert not any("Signals" in line or "methodology_gap" in line for line in lines)
 
 
 def test_given_a_note_over_the_cap_when_rendered_then_it_is_cut_but_keeps_its_marker(
@@ -314,9 +316,9 @@ def test_given_a_closed_deal_when_rendered_then_the_notes_say_how_it_closed_not_
     text = render_note_text(result, "dc1-abc")
     document = render_note_html(result, "dc1-abc")
 
-    assert text.splitlines()[3] == f"  {label}"
+    assert text.splitlines()[-1] == f"  {label}"
     assert "Health:" not in text and "/100" not in text
-    assert f"<strong>dealcoach: {label}</strong>" in document
+    assert f"<p><em>{label} · Playbook meddpicc" in document
     assert "/100" not in document
 
 
@@ -337,7 +339,9 @@ def test_given_a_text_note_over_the_cap_when_rendered_then_it_is_cut_at_a_line_e
     cut = render.render_note_text(result, "dc1-abc")
 
     assert len(cut) <= cap
-    assert full.startswith(cut + "\n")  # whole lines only
+    *body, last = cut.splitlines()
+    assert full.startswith("\n".join(body) + "\n")  # whole lines only
+    assert last == full.splitlines()[-1] == f"  Health: At risk ({result.health.score}/100)"
     assert cut.splitlines()[1] == f"  {MARKER_PREFIX} dc1-abc"
 
 
@@ -350,3 +354,102 @@ def test_given_bidi_isolates_and_c1_controls_when_cleaned_then_they_are_removed(
     hidden: str,
 ) -> None:
     assert clean_text(f"Acme{hidden} deal{hidden}") == "Acme deal"
+
+
+# --------------------------------------------------------------- what the note leads with
+
+
+def test_given_a_review_when_rendered_then_the_note_leads_with_questions_and_ends_with_health() -> (
+    None
+):
+    result = _steady_review(close_date=day(-3))
+    marker = _marker(result)
+
+    document = render_note_html(result, marker)
+    text = render_note_text(result, marker)
+
+    top = result.prompts[0]
+    paragraphs = document.split("</p>")
+    assert "dealcoach:" not in document and "Critical" not in paragraphs[0]
+    assert "/100" not in document.rsplit("<p>", 1)[0]  # the score: only in the last paragraph
+    last = document.rsplit("<p>", 1)[1]
+    assert f"Health: At risk ({result.health.score}/100)" in last and marker in last
+    plain = html.unescape(document)
+    assert plain.index(top.text) < plain.index("Why: ")
+    for signal in result.signals:  # each signal is said once: as its question's why
+        assert plain.count(signal.message) <= 1
+    assert text.splitlines()[3] == "  Questions for the deal review:"
+    assert text.splitlines()[4] == f"    1. {clean_text(top.text, 600)}"
+    assert text.splitlines()[5] == f"       why: {clean_text(top.why)}"
+    assert sum("/100" in line for line in text.splitlines()) == 1
+
+
+def test_given_both_audiences_when_rendered_then_one_note_holds_both_sections() -> None:
+    result = _steady_review()
+    marker = _marker(result)
+
+    document = render_note_html(result, marker, audience="both")
+    text = render_note_text(result, marker, audience="both")
+
+    assert document.index("Questions for the deal review") < document.index("Self-review questions")
+    assert document.count("<li>") == len(result.prompts) + len(result.rep_prompts)
+    assert document.count(marker) == 1 and document.count("/100") == 1
+    assert "  Self-review questions:" in text.splitlines()
+    assert clean_text(result.rep_prompts[0].text, 600) in text
+    assert_safe_html(document)
+
+
+def test_given_rep_audience_when_rendered_as_text_then_only_the_rep_wording_is_used() -> None:
+    result = _steady_review()
+
+    text = render_note_text(result, "dc1-abc", audience="rep")
+
+    assert "  Self-review questions:" in text.splitlines()
+    assert "Questions for the deal review" not in text
+    assert all(clean_text(p.text, 600) in text for p in result.rep_prompts)
+    assert not any(
+        clean_text(p.text, 600) in text
+        for p in result.prompts
+        if p.text not in {r.text for r in result.rep_prompts}
+    )
+
+
+def test_given_an_unknown_audience_when_rendered_then_value_error() -> None:
+    with pytest.raises(ValueError, match="audience"):
+        render_note_html(_steady_review(), "dc1-abc", audience="cfo")
+
+
+def test_given_a_healthy_open_deal_when_rendered_then_the_note_says_there_is_nothing_to_ask() -> (
+    None
+):
+    result = review(make_deal())
+
+    assert result.signals == () and result.is_open
+    assert "No questions for this deal: no risk signals." in render_note_text(result, "dc1-a")
+    assert "<p>No questions for this deal: no risk signals.</p>" in render_note_html(
+        result, "dc1-a"
+    )
+
+
+def test_the_caps_are_below_the_crms_limits() -> None:
+    assert NOTE_MAX_CHARS < 65_536  # HubSpot hs_note_body
+    assert TEXT_NOTE_MAX_CHARS <= 32_000  # Salesforce Task.Description
+
+
+def test_given_a_playbook_asking_many_long_questions_when_rendered_then_the_last_ones_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.coaching import render
+
+    result = _steady_review(close_date=day(-3))
+    marker = _marker(result)
+    full = render.render_note_html(result, marker)
+    monkeypatch.setattr(render, "NOTE_MAX_CHARS", len(full) - 50)
+
+    cut = render.render_note_html(result, marker)
+
+    assert len(cut) <= len(full) - 50
+    assert result.prompts[0].text in html.unescape(cut)  # the top question stays
+    assert result.prompts[-1].text not in html.unescape(cut)  # the last one went
+    assert cut.endswith("</em></p>") and marker in cut and "/100" in cut
+    assert_safe_html(cut)
