@@ -179,6 +179,12 @@ def load_settings() -> Settings:
             name = "DEALCOACH_" + "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except (OSError, UnicodeDecodeError) as exc:  # the .env file: unreadable or not UTF-8
+        reason = exc.reason if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
+        raise SettingsError(
+            f"cannot read the settings file .env in {Path.cwd()}: {reason}; "
+            "fix or remove it (it must be UTF-8 text, one NAME=value per line)"
+        ) from None
 
 
 @lru_cache(maxsize=1)

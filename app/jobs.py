@@ -66,6 +66,7 @@ __all__ = [
     "SHUTDOWN_TIMEOUT",
     "EmbeddedConsumer",
     "QueueTask",
+    "QueueUnavailable",
     "configure_queue",
     "crontab",
     "enqueue_after_commit",
@@ -530,6 +531,41 @@ def start_embedded_consumer(
     consumer = EmbeddedConsumer(_make_embedded_consumer(huey, options))
     logger.info("embedded queue consumer started: %s worker threads", options["workers"])
     return consumer
+
+
+class QueueUnavailable(RuntimeError):
+    """The task queue did not answer within the wait (one-line message naming the setting)."""
+
+
+def wait_for_queue(settings: Settings, timeout: float, *, interval: float = 1.0) -> None:
+    """Return once the queue answers; raise :class:`QueueUnavailable` after ``timeout``
+    seconds of failed attempts (one debug line per attempt, no traceback)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        try:
+            ensure_queue(settings).pending_count()
+            return
+        except Exception as exc:  # any backend error (redis, psycopg, sqlite3) means "not yet"
+            last = " ".join(str(exc).split())[:200] or type(exc).__name__
+            logger.debug("queue not answering yet: %s", last)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(interval, remaining))
+    url = _safe_url(settings.resolved_queue_url)
+    raise QueueUnavailable(
+        f"the task queue at {url} did not answer within {timeout:g} s ({last}); "
+        "check DEALCOACH_QUEUE_URL and that the server is up"
+    )
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with any password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a redis:// URL SQLAlchemy cannot parse: show the scheme only
+        return url.split("://", 1)[0] + "://..."
 
 
 def run_worker(settings: Settings, *, threads: int | None = None, periodic: bool = True) -> None:

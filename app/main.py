@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.metrics import router as metrics_router
@@ -89,14 +88,24 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="The database and the task queue answer.")
+    heads: list[tuple[str, ...]] = []  # the migrations' heads, read on first use
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="The database answers at the schema's head, and the task queue answers.",
+    )
     def readyz(response: Response) -> dict[str, str]:
+        from app.db import SchemaNotCurrent, check_schema, head_revisions
         from app.jobs import ensure_queue
 
         result = {"status": "ok", "database": "ok", "queue": "ok"}
         try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            if not heads:
+                heads.append(head_revisions())
+            check_schema(engine, heads[0])
+        except SchemaNotCurrent:
+            result["database"] = "schema not at head: run dealcoach db upgrade"
         except (SQLAlchemyError, OSError) as exc:
             result["database"] = type(exc).__name__
         try:

@@ -175,7 +175,7 @@ def test_cli_db_upgrade_creates_the_sqlite_file_in_wal_mode(
     finally:
         engine.dispose()
 
-    downgraded = CliRunner().invoke(main, ["db", "downgrade", "base"], env=env)
+    downgraded = CliRunner().invoke(main, ["db", "downgrade", "base", "--yes"], env=env)
     assert downgraded.exit_code == 0, downgraded.output
 
 
