@@ -87,6 +87,31 @@ class Settings(BaseSettings):
         description="HubSpot's OAuth authorisation page, where the admin approves the app.",
     )
 
+    # --- the HTTP server and its limits (docs/deploy.md, "HTTP limits") ---------------------
+    max_api_body_bytes: int = Field(
+        default=512 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest admin API body."
+    )
+    max_webhook_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest webhook body."
+    )
+    max_other_body_bytes: int = Field(
+        default=64 * 1024, ge=0, le=64 * 1024 * 1024, description="Largest body elsewhere."
+    )
+    http_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Longest wait for the next chunk of a body."
+    )
+    http_max_connections: int = Field(
+        default=500, ge=1, le=100_000, description="Concurrent connections; 503 beyond."
+    )
+    http_backlog: int = Field(default=256, ge=1, le=65_535, description="Listen backlog.")
+    http_keepalive_seconds: int = Field(
+        default=5, ge=1, le=600, description="Idle keep-alive connections close after this."
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, GET /metrics needs Authorization: Bearer <this token>.",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

@@ -13,10 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.api.limits import BodyLimit
 from app.api.metrics import router as metrics_router
 from app.api.problems import install_problem_handlers
+from app.api.responses import ApiJSONResponse
 from app.config import Settings, get_settings
 from app.connections.oauth_router import router as oauth_router
 from app.connections.router import router as connections_router
@@ -41,6 +45,13 @@ ROUTERS = (
 )
 
 
+def operation_id(route: APIRoute) -> str:
+    """``<tag>.<function>`` (``connections.create``, ``connections.list_connections``): one
+    scheme for every route, stable as long as the function keeps its name."""
+    tag = str(route.tags[0]) if route.tags else "service"
+    return f"{tag}.{route.name}"
+
+
 def create_app(settings: Settings | None = None, embedded_worker: bool | None = None) -> FastAPI:
     """Build the application for ``settings`` (default: the environment's).
 
@@ -59,7 +70,9 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.jobs import ensure_queue, start_embedded_consumer
+        from app.logs import install_redaction
 
+        install_redaction()  # after the server configured its loggers: no URL secret in logs
         queue = ensure_queue(settings)  # tasks enqueued by requests go to this backend
         consumer = None
         if embedded_worker and not queue.immediate:
@@ -72,15 +85,27 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
                 await asyncio.to_thread(consumer.stop)
             engine.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from files in the wheel, no CDN
         title="dealcoach",
         summary="Deal coaching inside the CRM.",
         version="0.1.0",
         lifespan=lifespan,
+        default_response_class=ApiJSONResponse,
+        generate_unique_id_function=operation_id,
+        static_url="/docs-static",
     )
     app.state.embedded_worker = None  # the EmbeddedConsumer while the lifespan runs
     app.state.runtime = runtime
     install_problem_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_other_body_bytes,
+        limits=[
+            ("/webhooks/", settings.max_webhook_body_bytes),
+            ("/api/", settings.max_api_body_bytes),
+        ],
+        read_timeout=settings.http_read_timeout_seconds,
+    )
     for router in ROUTERS:
         app.include_router(router)
 

@@ -117,8 +117,11 @@ def with_provider(
         except _RefreshNeeded as needed:
             refresh_once(runtime, connection_id, needed.stale)
         except AuthError as exc:
-            park(runtime, connection_id, str(exc))
-            raise Parked(str(exc)) from None
+            park(runtime, connection_id, str(exc))  # the CRM's answer: in last_error and the log
+            raise Parked(
+                f"connection {connection_id} needs re-authorisation: the CRM refused its "
+                "credentials (PUT .../credentials or the OAuth flow)"
+            ) from None
     raise Parked(f"connection {connection_id}: credentials refused after a refresh")
 
 

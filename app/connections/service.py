@@ -226,16 +226,27 @@ def webhook_secret_of(box: SecretBox, connection: Connection) -> str | None:
     return box.decrypt_text(connection.webhook_secret_encrypted)
 
 
-def webhook_urls(box: SecretBox, connection: Connection, settings: Settings) -> dict[str, str]:
-    """The exact URLs an admin configures in the CRM for this connection."""
+#: Stands for the Outbound Message URL's token where the key may not see it.
+MASKED_TOKEN = "********"  # noqa: S105  (a mask, not a password)
+
+
+def webhook_urls(
+    box: SecretBox, connection: Connection, settings: Settings, *, reveal_tokens: bool = True
+) -> dict[str, str]:
+    """The exact URLs an admin configures in the CRM for this connection.
+
+    The Outbound Message URL's token is a credential (it authenticates the webhook):
+    with ``reveal_tokens=False`` (keys of scope ``read``) it is masked.
+    """
     base = settings.public_url
     provider = Provider(connection.provider)
     if provider == Provider.HUBSPOT:
         return {"webhook": f"{base}/webhooks/hubspot"}
     if provider == Provider.SALESFORCE:
         urls = {"signed_json": f"{base}/webhooks/salesforce/{connection.id}/events"}
-        token = outbound_token(box, connection)
-        if token:
+        token = outbound_token(box, connection) if reveal_tokens else None
+        if token or (not reveal_tokens and connection.webhook_secret_encrypted is not None):
+            token = token or MASKED_TOKEN
             urls["outbound_message"] = (
                 f"{base}/webhooks/salesforce/{connection.id}/outbound/{token}"
             )
@@ -243,7 +254,10 @@ def webhook_urls(box: SecretBox, connection: Connection, settings: Settings) -> 
     return {"webhook": f"{base}/webhooks/fake/{connection.id}"}
 
 
-def to_out(box: SecretBox, connection: Connection, settings: Settings) -> ConnectionOut:
+def to_out(
+    box: SecretBox, connection: Connection, settings: Settings, *, reveal_tokens: bool = True
+) -> ConnectionOut:
+    """The API's view of ``connection``; ``reveal_tokens=False`` masks URL tokens."""
     return ConnectionOut(
         id=connection.id,
         provider=Provider(connection.provider),
@@ -255,7 +269,7 @@ def to_out(box: SecretBox, connection: Connection, settings: Settings) -> Connec
         settings=dict(connection.settings or {}),
         has_credentials=connection.credentials_encrypted is not None,
         has_webhook_secret=connection.webhook_secret_encrypted is not None,
-        webhook_urls=webhook_urls(box, connection, settings),
+        webhook_urls=webhook_urls(box, connection, settings, reveal_tokens=reveal_tokens),
         last_synced_at=connection.last_synced_at,
         created_at=connection.created_at,
         updated_at=connection.updated_at,

@@ -525,8 +525,23 @@ def _tls(verify: bool | str) -> bool | ssl.SSLContext:
     return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
+#: Sent on every API call: Salesforce attributes the calls to this client in its logs.
+CALL_OPTIONS = "client=dealcoach"
+
+
+class _NoRedirectSession(requests.Session):
+    """A session that never follows a redirect: a 3xx answer is returned as it is (and
+    refused as an error by the client). The instance URL is checked against the
+    allowlist once, so a redirect to another host (plain http, a private address)
+    must not be followed."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 def _http_session(verify: bool | str) -> requests.Session:
-    session = requests.Session()
+    session = _NoRedirectSession()
+    session.headers["Sforce-Call-Options"] = CALL_OPTIONS
     adapter = _ServiceAdapter(verify)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
