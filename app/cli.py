@@ -638,7 +638,24 @@ def serve(host: str, port: int, embedded_worker: bool | None) -> None:
         pass
     configure_logging(settings)
     app = create_app(settings, embedded_worker=embedded_worker)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    uvicorn.run(app, host=host, port=port, **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's limits for `dealcoach serve` (docs/deploy.md, "HTTP limits"): a cap on
+    concurrent connections (503 beyond), the listen backlog, idle keep-alive, a bound
+    on a request's incomplete headers, and a graceful-shutdown deadline. Slow bodies
+    are cut by the app's own read timeout (``DEALCOACH_HTTP_READ_TIMEOUT_SECONDS``)."""
+    return {
+        "log_level": settings.log_level.lower(),
+        "limit_concurrency": settings.http_max_connections,
+        "backlog": settings.http_backlog,
+        "timeout_keep_alive": settings.http_keepalive_seconds,
+        "h11_max_incomplete_event_size": 64 * 1024,
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,
+        "proxy_headers": True,
+    }
 
 
 @main.command()

@@ -226,6 +226,13 @@ def webhook_secret_of(box: SecretBox, connection: Connection) -> str | None:
     return box.decrypt_text(connection.webhook_secret_encrypted)
 
 
+#: Why a connection's secrets cannot be used (shown in the API and in webhook refusals).
+SECRETS_UNREADABLE = (
+    "the connection's stored secrets do not decrypt with the keys in DEALCOACH_SECRET_KEYS "
+    "(a key was removed?): restore the key, or re-enter the credentials and webhook secret "
+    "with PUT .../credentials"
+)
+
 #: Stands for the Outbound Message URL's token where the key may not see it.
 MASKED_TOKEN = "********"  # noqa: S105  (a mask, not a password)
 
@@ -257,7 +264,20 @@ def webhook_urls(
 def to_out(
     box: SecretBox, connection: Connection, settings: Settings, *, reveal_tokens: bool = True
 ) -> ConnectionOut:
-    """The API's view of ``connection``; ``reveal_tokens=False`` masks URL tokens."""
+    """The API's view of ``connection``; ``reveal_tokens=False`` masks URL tokens.
+
+    A connection whose secrets no longer decrypt is still shown, with
+    ``secrets_error`` set and its tokens masked (one broken row never breaks a list).
+    """
+    secrets_error = None
+    try:
+        if connection.credentials_encrypted is not None:
+            credentials_of(box, connection)
+        webhook_secret_of(box, connection)
+        urls = webhook_urls(box, connection, settings, reveal_tokens=reveal_tokens)
+    except SecretDecryptError:
+        secrets_error = SECRETS_UNREADABLE
+        urls = webhook_urls(box, connection, settings, reveal_tokens=False)
     return ConnectionOut(
         id=connection.id,
         provider=Provider(connection.provider),
@@ -269,7 +289,8 @@ def to_out(
         settings=dict(connection.settings or {}),
         has_credentials=connection.credentials_encrypted is not None,
         has_webhook_secret=connection.webhook_secret_encrypted is not None,
-        webhook_urls=webhook_urls(box, connection, settings, reveal_tokens=reveal_tokens),
+        webhook_urls=urls,
+        secrets_error=secrets_error,
         last_synced_at=connection.last_synced_at,
         created_at=connection.created_at,
         updated_at=connection.updated_at,

@@ -15,6 +15,7 @@ from app.ratelimit import pause, paused_for
 from app.reviews.models import ReviewTrigger
 from app.reviews.pipeline import store_and_review
 from app.runtime import get_runtime
+from app.sync.service import check_quota
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.service import (
     claim_deal_events,
@@ -23,11 +24,19 @@ from app.webhooks.service import (
     record_deal_failure,
 )
 from app.writeback.tasks import send_writebacks
-from integrations.base import CrmProvider, InvalidRequestError, NotFoundError, RetriableError
+from integrations.base import (
+    CrmProvider,
+    InvalidRequestError,
+    NotFoundError,
+    QuotaExhaustedError,
+    RetriableError,
+)
 
 logger = logging.getLogger(__name__)
 DEFAULT_RETRY_SECONDS = 30.0
 MAX_EVENT_ATTEMPTS = 10
+#: How long a connection's webhook reviews wait once the daily-allowance guard trips.
+QUOTA_PAUSE_SECONDS = 3600.0
 #: Connections whose provider has no adapter yet, already logged by this process.
 _NO_ADAPTER_LOGGED: set[str] = set()
 _NO_ADAPTER_LOCK = threading.Lock()
@@ -55,6 +64,7 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
     if waiting > 0:
         review_deal_events.enqueue_in(waiting, connection_id, deal_id)
         return
+    over_allowance: list[str] = []  # set by work(): the CRM's usage passed the guard
 
     def work(session: Session, connection: Connection, provider: CrmProvider) -> int:
         if not has_received_events(session, connection.id, deal_id):
@@ -64,6 +74,10 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
         session.commit()
         fetched_at = utcnow()
         deal = provider.fetch_deal(deal_id)
+        try:  # the same daily-allowance guard as syncs: forged or noisy webhooks cannot
+            check_quota(provider, runtime.settings.daily_quota_share)  # drain the CRM's API
+        except QuotaExhaustedError as exc:
+            over_allowance.append(str(exc))
         claimed = claim_deal_events(session, connection.id, deal_id, received_by=fetched_at)
         if not claimed:
             return 0
@@ -85,6 +99,15 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
 
     try:
         with_provider(runtime, connection_id, work)
+        if over_allowance:
+            # This review is done; the connection's next calls wait for the allowance.
+            pause(connection_id, QUOTA_PAUSE_SECONDS)
+            logger.warning(
+                "webhook reviews of connection %s paused for %.0f s: %s",
+                connection_id,
+                QUOTA_PAUSE_SECONDS,
+                over_allowance[0],
+            )
     except Parked as parked:
         logger.info("review of %s waits: %s", deal_id, parked)
     except NotImplementedError as exc:

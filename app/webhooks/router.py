@@ -21,6 +21,7 @@ from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_curso
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.connections.models import Connection, ConnectionStatus, Provider
 from app.connections.service import (
+    SECRETS_UNREADABLE,
     context_for,
     previous_token_hash_of,
     previous_webhook_secret_of,
@@ -30,6 +31,7 @@ from app.connections.service import (
 from app.db import utcnow
 from app.reviews.tasks import review_deal_events
 from app.runtime import Runtime
+from app.security.crypto import SecretDecryptError
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
 from app.webhooks.service import body_preview, deals_needing_a_job, replay, store_events
 from integrations.base import InboundRequest, WebhookParser, WebhookRejected
@@ -140,10 +142,16 @@ def receive(
             or not _url_token_ok(connection, url_token)
         ):
             raise Problem(404, "no such webhook endpoint")
-        context = context_for(runtime.box, connection)
+        try:
+            context = context_for(runtime.box, connection)
+            secret = webhook_secret_of(runtime.box, connection)
+        except SecretDecryptError:
+            # This connection only: its secrets are unreadable; the others are unaffected.
+            logger.warning("webhook for %s refused: %s", connection_id, SECRETS_UNREADABLE)
+            raise Problem(503, SECRETS_UNREADABLE) from None
         try:
             try:
-                parsed = parser(inbound, context, webhook_secret_of(runtime.box, connection))
+                parsed = parser(inbound, context, secret)
             except WebhookRejected as exc:
                 # Signed before the secret was rotated: the old one, within its grace.
                 previous = previous_webhook_secret_of(runtime.box, connection)

@@ -204,3 +204,24 @@ def test_apikey_list_as_json_never_shows_a_secret(env: pytest.MonkeyPatch, tmp_p
     ]
     assert items[0]["created_at"].endswith("Z")
     assert secret not in out
+
+
+def test_serve_runs_uvicorn_with_the_documented_limits(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uvicorn
+
+    migrate(tmp_path)
+    env.setenv("DEALCOACH_HTTP_MAX_CONNECTIONS", "123")
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **options: object) -> None:
+        seen.update(options)
+
+    env.setattr(uvicorn, "run", fake_run)
+    code, _, err = run("serve", "--port", "8123")
+    assert code == 0, err
+    assert seen["limit_concurrency"] == 123
+    assert seen["port"] == 8123
+    for option in ("backlog", "timeout_keep_alive", "h11_max_incomplete_event_size"):
+        assert isinstance(seen[option], int) and seen[option] > 0, option
