@@ -648,6 +648,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     are cut by the app's own read timeout (``DEALCOACH_HTTP_READ_TIMEOUT_SECONDS``)."""
     return {
         "log_level": settings.log_level.lower(),
+        "log_config": None,  # configure_logging set every logger: one format, no second
         "limit_concurrency": settings.http_max_connections,
         "backlog": settings.http_backlog,
         "timeout_keep_alive": settings.http_keepalive_seconds,

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. Default: a SQLite file dealcoach.db in the data directory.",
     )
     log_level: LogLevel = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one JSON object per line with the request id (production); "
+        "text: plain lines for a terminal.",
+    )
     default_playbook: str = Field(
         default="meddpicc", description="Built-in playbook name or a path to a playbook YAML file."
     )
@@ -228,9 +233,25 @@ def exit_on_invalid_settings() -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
-    """For entry points (``serve``, ``worker``): the service's own log lines on stderr at
-    ``log_level``, unless the host application configured logging already."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    """For entry points (``serve``, ``worker``): every log line (uvicorn's access log
+    included) on stderr in one format at ``log_level``: JSON lines with the request id
+    (``log_format=json``, the default) or plain text; URL secrets redacted either way."""
+    from app.logs import RequestIdFilter, configure_json_logging, install_redaction
+
+    if settings.log_format == "json":
+        configure_json_logging(settings.log_level)
+    else:
+        root = logging.getLogger()
+        for existing in list(root.handlers):
+            root.removeHandler(existing)
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
         )
+        handler.addFilter(RequestIdFilter())
+        root.addHandler(handler)
+        root.setLevel(settings.log_level)
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+    install_redaction()

@@ -212,6 +212,37 @@ def _close(huey: Huey) -> None:
         logger.debug("closing the queue storage failed", exc_info=True)
 
 
+#: The keyword a task's request id travels under (see :func:`_carrying_request_id`).
+REQUEST_ID_KWARG = "_dealcoach_request_id"
+
+
+def _with_request_id(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The task's keyword arguments plus the current request id, when there is one."""
+    from app.logs import request_id_var
+
+    request_id = request_id_var.get()
+    return {**kwargs, REQUEST_ID_KWARG: request_id} if request_id else dict(kwargs)
+
+
+def _carrying_request_id(func: Callable[..., object]) -> Callable[..., object]:
+    """``func`` run with the request id it was enqueued under set for its log lines (and
+    for the tasks it enqueues): a webhook's id follows its review and its write-back."""
+    from app.logs import request_id_var
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> object:
+        request_id = kwargs.pop(REQUEST_ID_KWARG, None)
+        if not request_id:
+            return func(*args, **kwargs)
+        token = request_id_var.set(str(request_id))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            request_id_var.reset(token)
+
+    return run
+
+
 class QueueTask(Generic[P]):
     """A task declared with :func:`task` or :func:`periodic_task`.
 
@@ -237,7 +268,7 @@ class QueueTask(Generic[P]):
         wrapper = self._wrappers.get(id(huey))
         if wrapper is None or wrapper.huey is not huey:
             if self.periodic_schedule is None:
-                wrapper = huey.task(**self.options)(self.func)
+                wrapper = huey.task(**self.options)(_carrying_request_id(self.func))
             else:
                 wrapper = huey.periodic_task(self.periodic_schedule, **self.options)(self.func)
             self._wrappers = {id(huey): wrapper}  # only the current instance matters
@@ -253,12 +284,12 @@ class QueueTask(Generic[P]):
         wrapper = self._wrapper()
         # Built directly rather than through TaskWrapper.s(), which would swallow
         # keyword arguments named like its options (delay, eta, retries, ...).
-        wrapper.huey.enqueue(wrapper.task_class(args, dict(kwargs)))
+        wrapper.huey.enqueue(wrapper.task_class(args, _with_request_id(kwargs)))
 
     def enqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Enqueue a run that becomes due in ``seconds`` (the scheduler releases it)."""
         wrapper = self._wrapper()
-        wrapper.schedule(args=args, kwargs=dict(kwargs), delay=seconds)
+        wrapper.schedule(args=args, kwargs=_with_request_id(kwargs), delay=seconds)
 
     def call_local(self, *args: P.args, **kwargs: P.kwargs) -> object:
         """Run the function now, in the caller, without the queue."""

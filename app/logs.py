@@ -10,8 +10,14 @@ message, and :func:`install_redaction` attaches it to the loggers that print URL
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REDACTED = "[redacted]"
 
@@ -70,3 +76,94 @@ def install_redaction() -> None:
     for handler in logging.getLogger().handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
+
+
+# --- request ids and JSON lines -------------------------------------------------------------
+
+#: The id of the request (or of the request that caused the task) being served.
+request_id_var: ContextVar[str | None] = ContextVar("dealcoach_request_id", default=None)
+#: A client's ``X-Request-ID`` is kept when it looks like an id; else a new one is made.
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+
+
+def new_request_id(given: str | None = None) -> str:
+    """``given`` when it is a plausible id (8-64 of ``A-Za-z0-9._:-``), else a new one."""
+    if given and _CLIENT_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id on every record (``record.request_id``, or None)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (RFC 3339, UTC, ``Z``), ``level``, ``logger``,
+    ``message``, ``request_id`` when there is one, ``exception`` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, object] = {
+            "ts": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            line["request_id"] = request_id
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class RequestIdMiddleware:
+    """ASGI: every HTTP request gets an id (the client's ``X-Request-ID`` when it is a
+    plausible one), set for the request's log lines and for the tasks it enqueues
+    (:mod:`app.jobs` carries it), and echoed in the ``X-Request-ID`` response header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", ())).get(b"x-request-id", b"")
+        request_id = new_request_id(given.decode("latin-1") if given else None)
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def configure_json_logging(level: str) -> None:
+    """The root logger writes JSON lines to stderr with request ids and URL secrets
+    redacted; uvicorn's loggers (access log included) go through it too."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(_FILTER)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True

@@ -25,6 +25,7 @@ from app.config import Settings, get_settings
 from app.connections.oauth_router import router as oauth_router
 from app.connections.router import router as connections_router
 from app.deals.router import router as deals_router
+from app.logs import RequestIdMiddleware
 from app.playbooks.router import router as playbooks_router
 from app.reviews.router import router as reviews_router
 from app.runtime import build_runtime, set_runtime
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
         ],
         read_timeout=settings.http_read_timeout_seconds,
     )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request has its id
     for router in ROUTERS:
         app.include_router(router)
 

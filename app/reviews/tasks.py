@@ -95,6 +95,13 @@ def review_deal_events(connection_id: str, deal_id: str) -> None:
             )
         if result is not None and result.writebacks:
             enqueue_after_commit(session, send_writebacks, connection.id)
+        logger.info(
+            "deal %s of connection %s reviewed for %d webhook events (%d notes queued)",
+            deal_id,
+            connection.id,
+            len(claimed),
+            len(result.writebacks) if result is not None else 0,
+        )
         return len(claimed)
 
     try:
