@@ -38,9 +38,9 @@ hadolint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 ## The main job end to end, set-up included, on the embedded default: `dealcoach demo`
-## starts the Salesforce emulator (the Salesforce sandbox), runs `dealcoach db upgrade` and
+## starts the Salesforce emulator, runs `dealcoach db upgrade` and
 ## `dealcoach serve` on a fresh SQLite data directory, connects, syncs, writes notes back,
-## reviews a stage change, reviews the HubSpot sample offline (no HubSpot sandbox yet), and
+## reviews a stage change, reviews the HubSpot sample offline (no HubSpot emulator yet), and
 ## stops everything (docs/demo.md).
 demo: $(RUNTIME_STAMP)
 	$(BIN)/dealcoach demo

@@ -592,13 +592,13 @@ def bench(deals: int, seed: int, results: Path, markdown: Path, salesforce: bool
 def demo(
     opportunities: int, seed: int, data_dir: Path | None, timeout: float, keep_running: bool
 ) -> None:
-    """Run the main job end to end against the Salesforce sandbox, set-up included.
+    """Run the main job end to end against the Salesforce emulator, set-up included.
 
     Starts the Salesforce emulator (TLS) with a seeded org, migrates and starts
     `dealcoach serve` on the embedded default (SQLite, worker threads inside), connects it
     to the org through the admin API, syncs and writes the coaching notes back, reviews a
     stage change from its Outbound Message, reviews the bundled HubSpot sample offline
-    (no HubSpot sandbox yet), and stops everything. Exit status 0 on success; on a failure
+    (no HubSpot emulator yet), and stops everything. Exit status 0 on success; on a failure
     one line `dealcoach: demo failed: ...` (with the service log's last lines) and 1.
     """
     from app.demo import DemoError, DemoOptions, run_demo, sigterm_as_interrupt
@@ -680,7 +680,16 @@ def server_options(settings: Settings) -> dict[str, Any]:
     help="Seconds to wait for the queue (Redis, PostgreSQL) to answer at start before "
     "giving up with exit status 1.",
 )
-def worker(threads: int | None, periodic: bool, queue_wait: float) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this process's Prometheus metrics (task and CRM-call counters) on this "
+    "port at /metrics. Default: off.",
+)
+def worker(
+    threads: int | None, periodic: bool, queue_wait: float, metrics_port: int | None
+) -> None:
     """Run a task-queue consumer in the foreground (the scale-out worker process).
 
     Uses the queue of DEALCOACH_QUEUE_URL. SIGTERM stops gracefully (running tasks
@@ -698,4 +707,10 @@ def worker(threads: int | None, periodic: bool, queue_wait: float) -> None:
         wait_for_queue(settings, queue_wait)
     except QueueUnavailable as exc:
         _fail(str(exc), EXIT_ERROR)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from app.metrics import REGISTRY
+
+        start_http_server(metrics_port, registry=REGISTRY)
     run_worker(settings, threads=threads, periodic=periodic)

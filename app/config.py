@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -56,8 +56,12 @@ class Settings(BaseSettings):
     )
     sandbox: bool = Field(
         default=False,
-        description="Allow localhost and private CRM URLs and a development secret key "
-        "(demo and tests only).",
+        # DEALCOACH_DEV_MODE is the name to use: "sandbox" reads, to a Salesforce admin,
+        # as a Salesforce sandbox *org*, which this is not. DEALCOACH_SANDBOX still works
+        # (deprecated); the attribute keeps its name inside the code.
+        validation_alias=AliasChoices("DEALCOACH_DEV_MODE", "DEALCOACH_SANDBOX", "sandbox"),
+        description="Development mode (DEALCOACH_DEV_MODE): allow localhost and private CRM "
+        "URLs (the bundled CRM emulators) and a development secret key. Demo and tests only.",
     )
     queue_url: str | None = Field(
         default=None,
@@ -206,7 +210,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "DEALCOACH_" + "_".join(str(part) for part in error["loc"]).upper()
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            name = name if name.startswith("DEALCOACH_") else "DEALCOACH_" + name
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
     except (OSError, UnicodeDecodeError) as exc:  # the .env file: unreadable or not UTF-8

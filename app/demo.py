@@ -2,13 +2,13 @@
 
 What runs (everything on 127.0.0.1, no network needed, all stopped at the end):
 
-1. The Salesforce sandbox: the Salesforce emulator
+1. The Salesforce emulator
    (:class:`integrations.salesforce.emulator.SalesforceEmulator`) over TLS with its own
    self-signed CA, seeded with a realistic org (``--opportunities``, deterministic for
    ``--seed``).
 2. The service as it ships: ``dealcoach db upgrade``, then ``dealcoach serve`` (a
    separate process: SQLite database and SQLite task queue in the demo's data
-   directory, worker threads inside ``serve``) in sandbox mode, trusting the emulator's
+   directory, worker threads inside ``serve``) in development mode, trusting the emulator's
    CA (``DEALCOACH_CRM_CA_BUNDLE``) and using it as the Salesforce login URL and OAuth
    app.
 3. ``dealcoach apikey create --scope admin``, then ``POST /api/v1/connections``: a
@@ -22,7 +22,7 @@ What runs (everything on 127.0.0.1, no network needed, all stopped at the end):
    moves one opportunity to its next stage (back one from the last) as its owner would
    in Salesforce, and measures the seconds until the service's new review and its note
    exist.
-6. Reviews the bundled HubSpot sample export offline (there is no HubSpot sandbox yet),
+6. Reviews the bundled HubSpot sample export offline (there is no HubSpot emulator yet),
    prints where to look next, and stops the service (SIGTERM) and the emulator.
 
 :class:`Demo` holds one run (``with Demo(...) as demo: demo.run()``; leaving the block
@@ -448,8 +448,8 @@ class Demo:
         """Every step in turn; the report of what was printed."""
         self.say(
             "dealcoach demo: the main job end to end, set-up included, on the embedded "
-            "default, against the Salesforce sandbox (the Salesforce emulator). There is no "
-            "HubSpot sandbox yet: step 6 reviews the HubSpot sample export offline. Everything "
+            "default, against the Salesforce emulator. There is no "
+            "HubSpot emulator yet: step 6 reviews the HubSpot sample export offline. Everything "
             "runs on 127.0.0.1, needs no network, and stops at the end.",
             indent=0,
             hang=0,
@@ -464,7 +464,7 @@ class Demo:
         return self.report
 
     def start_salesforce(self) -> None:
-        self.step(1, "The Salesforce sandbox: the Salesforce emulator")
+        self.step(1, "The Salesforce emulator")
         emulator = SalesforceEmulator(self.data_dir / "salesforce", seed=self.options.seed)
         self.emulator = emulator
         try:
@@ -524,7 +524,7 @@ class Demo:
                 "DEALCOACH_DATA_DIR": str(self.data_dir),
                 "DEALCOACH_DATABASE_URL": f"sqlite:///{self.data_dir / 'dealcoach.db'}",
                 "DEALCOACH_QUEUE_URL": f"sqlite:///{self.data_dir / 'queue.db'}",
-                "DEALCOACH_SANDBOX": "true",
+                "DEALCOACH_DEV_MODE": "true",
                 "DEALCOACH_PUBLIC_URL": url,
                 "DEALCOACH_CRM_CA_BUNDLE": str(emulator.cert_path),
                 "DEALCOACH_SALESFORCE_LOGIN_URL": emulator.base_url,
@@ -565,7 +565,7 @@ class Demo:
         self.say(f"$ dealcoach serve --port {port}")
         self.say(
             f"ready at {url} (pid {self.service.pid}): the SQLite database and task queue in "
-            f"{self.data_dir}, worker threads inside serve; sandbox mode, trusting the "
+            f"{self.data_dir}, worker threads inside serve; development mode, trusting the "
             "emulator's CA (DEALCOACH_CRM_CA_BUNDLE), with the emulator as Salesforce login "
             "URL and OAuth app",
             indent=8,
@@ -582,7 +582,7 @@ class Demo:
         self.api = _Api(self.report.service_url, self.api_key)
         body = {
             "provider": "salesforce",
-            "name": "Acme (Salesforce sandbox)",
+            "name": "Acme (Salesforce emulator)",
             "external_account_id": self.report.org_id,
             "instance_url": emulator.base_url,
             "credentials": {
@@ -885,7 +885,7 @@ class Demo:
         samples = self.options.samples_dir
         self.step(6, "HubSpot, offline: the bundled sample export")
         self.say(
-            "There is no HubSpot sandbox yet (no HubSpot adapter, webhook endpoint or "
+            "There is no HubSpot emulator yet (no HubSpot adapter, webhook endpoint or "
             "emulator), so the engine reviews the bundled HubSpot export offline, as "
             "`dealcoach review --provider hubspot --file samples/hubspot_deals.json "
             "--stages samples/hubspot_pipelines.json "

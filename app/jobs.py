@@ -228,17 +228,21 @@ def _carrying_request_id(func: Callable[..., object]) -> Callable[..., object]:
     """``func`` run with the request id it was enqueued under set for its log lines (and
     for the tasks it enqueues): a webhook's id follows its review and its write-back."""
     from app.logs import request_id_var
+    from app.metrics import TASKS
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> object:
         request_id = kwargs.pop(REQUEST_ID_KWARG, None)
-        if not request_id:
-            return func(*args, **kwargs)
-        token = request_id_var.set(str(request_id))
+        token = request_id_var.set(str(request_id)) if request_id else None
+        outcome = "error"
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            outcome = "ok"
+            return result
         finally:
-            request_id_var.reset(token)
+            TASKS.labels(func.__name__, outcome).inc()
+            if token is not None:
+                request_id_var.reset(token)
 
     return run
 

@@ -26,9 +26,11 @@ from app.connections.oauth_router import router as oauth_router
 from app.connections.router import router as connections_router
 from app.deals.router import router as deals_router
 from app.logs import RequestIdMiddleware
+from app.metrics import MetricsMiddleware
 from app.playbooks.router import router as playbooks_router
 from app.reviews.router import router as reviews_router
 from app.runtime import build_runtime, set_runtime
+from app.sync.router import router as sync_jobs_router
 from app.webhooks.router import receiver as webhook_receiver
 from app.webhooks.router import router as deliveries_router
 from app.writeback.router import router as writebacks_router
@@ -41,6 +43,7 @@ ROUTERS = (
     writebacks_router,
     deliveries_router,
     playbooks_router,
+    sync_jobs_router,
     webhook_receiver,
     metrics_router,
 )
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
         ],
         read_timeout=settings.http_read_timeout_seconds,
     )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request has its id
     for router in ROUTERS:
         app.include_router(router)

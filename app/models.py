@@ -11,6 +11,7 @@ from app.db import Base
 from app.deals.models import DealHistoryRow, DealSnapshotRow
 from app.playbooks.models import PlaybookRow
 from app.reviews.models import PromptFeedback, Review
+from app.sync.models import SyncJob
 from app.webhooks.models import WebhookDelivery
 from app.writeback.models import WriteBack
 
@@ -23,6 +24,7 @@ __all__ = [
     "PlaybookRow",
     "PromptFeedback",
     "Review",
+    "SyncJob",
     "WebhookDelivery",
     "WriteBack",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -31,6 +31,8 @@ from app.connections.service import (
 from app.jobs import enqueue_after_commit
 from app.reviews.tasks import review_deal_events
 from app.security.urls import InstanceUrlError
+from app.sync.models import SyncJob, SyncJobState
+from app.sync.router import SyncJobOut, sync_job_out
 from app.sync.tasks import sync_connection_task
 from app.webhooks.service import waiting_deal_ids
 from app.writeback.tasks import send_writebacks
@@ -220,12 +222,22 @@ def test_connection(
     }
 
 
-@router.post("/{connection_id}/sync", status_code=status.HTTP_202_ACCEPTED)
-def trigger_sync(connection_id: str, session: SessionDep, key: AdminKey) -> dict[str, str]:
-    """Queue an incremental sync now."""
+@router.post(
+    "/{connection_id}/sync", status_code=status.HTTP_202_ACCEPTED, response_model=SyncJobOut
+)
+def trigger_sync(
+    connection_id: str, session: SessionDep, key: AdminKey, response: Response
+) -> SyncJobOut:
+    """Queue an incremental sync now: 202 with the sync job, and ``Location`` of the job
+    to poll (``GET /api/v1/sync-jobs/{id}``) until it is ``succeeded``, ``failed`` or
+    ``skipped``."""
     connection = get_connection(session, key, connection_id)
     if connection.status != ConnectionStatus.ACTIVE:
         raise Problem(409, f"the connection is {connection.status}")
-    enqueue_after_commit(session, sync_connection_task, connection.id)
+    job = SyncJob(connection_id=connection.id, state=SyncJobState.QUEUED)
+    session.add(job)
+    session.flush()
+    enqueue_after_commit(session, sync_connection_task, connection.id, job.id)
     session.commit()
-    return {"status": "queued"}
+    response.headers["Location"] = f"/api/v1/sync-jobs/{job.id}"
+    return sync_job_out(job)

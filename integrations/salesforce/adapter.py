@@ -142,6 +142,7 @@ from app.coaching.snapshot import DealSnapshot, StageCatalogue
 from app.config import Settings, get_settings
 from app.connections import oauth
 from app.connections.models import Provider
+from app.metrics import record_crm_call, record_crm_rate_limit
 from app.security.urls import InstanceUrlError, validate_instance_url
 from integrations.base import (
     ApiUsage,
@@ -710,6 +711,7 @@ class SalesforceProvider:
 
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         """Every response: remember ``Retry-After`` (this thread) and the API usage."""
+        record_crm_call(self._context.connection_id, response.status_code)
         self._local.retry_after = _retry_after_header(response.headers.get("Retry-After"))
         limit_info = response.headers.get("Sforce-Limit-Info")
         if limit_info:
@@ -790,6 +792,7 @@ class SalesforceProvider:
             return AuthError(text, refreshable=self._can_refresh())
         if status == 403:
             if code in _RATE_CODES:
+                record_crm_rate_limit(self._context.connection_id)
                 return RateLimitedError(text, retry_after=retry_after or RATE_LIMIT_RETRY_AFTER)
             if code in _RECORD_403_CODES:
                 return InvalidRequestError(text)

@@ -77,7 +77,7 @@ def test_the_demo_runs_end_to_end_and_its_figures_are_real(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = _flat(done.stdout)
-    assert "no HubSpot sandbox yet" in out
+    assert "no HubSpot emulator yet" in out
 
     # Everything it started is stopped: the service process and both ports.
     serve = _figure(r"ready at http://127\.0\.0\.1:(\d+) \(pid (\d+)\)", out)

@@ -90,3 +90,22 @@ def test_a_redirect_is_not_followed_to_another_host(
         assert elsewhere.hits == []
     finally:
         elsewhere.close()
+
+
+def test_every_call_is_counted_by_connection_and_status(
+    emulator: RecordingEmulator, make_provider: ProviderFactory
+) -> None:
+    from app.metrics import CRM_CALLS
+
+    def calls() -> float:
+        return sum(
+            sample.value
+            for metric in CRM_CALLS.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total") and sample.labels["connection"] == "conn-sf"
+        )
+
+    before = calls()
+    make_provider().list_stages()
+    data_calls = [t for t, _ in emulator.seen if "/services/data/" in t]
+    assert calls() - before == len(data_calls) > 0

@@ -28,6 +28,7 @@ EXPECTED_TABLES = {
     "oauth_attempts",
     "playbooks",
     "prompt_feedback",
+    "sync_jobs",
     "reviews",
     "webhook_deliveries",
     "writebacks",
