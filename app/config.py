@@ -241,7 +241,12 @@ def configure_logging(settings: Settings) -> None:
     """For entry points (``serve``, ``worker``): every log line (uvicorn's access log
     included) on stderr in one format at ``log_level``: JSON lines with the request id
     (``log_format=json``, the default) or plain text; URL secrets redacted either way."""
-    from app.logs import RequestIdFilter, configure_json_logging, install_redaction
+    from app.logs import (
+        RateLimitRepeats,
+        RequestIdFilter,
+        configure_json_logging,
+        install_redaction,
+    )
 
     if settings.log_format == "json":
         configure_json_logging(settings.log_level)
@@ -254,6 +259,7 @@ def configure_logging(settings: Settings) -> None:
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
         )
         handler.addFilter(RequestIdFilter())
+        handler.addFilter(RateLimitRepeats())
         root.addHandler(handler)
         root.setLevel(settings.log_level)
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -151,6 +153,39 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+class RateLimitRepeats(logging.Filter):
+    """Lets at most ``burst`` records of one kind (logger, level, message template)
+    through per ``window`` seconds; the rest are dropped and counted, and the next
+    record of that kind let through says how many were dropped. A failure repeating
+    in a tight loop (an unreachable queue, file descriptors running out) cannot flood
+    the log."""
+
+    def __init__(self, burst: int = 20, window: float = 10.0) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            start, count, dropped = self._seen.get(key, [now, 0.0, 0.0])
+            if now - start > self.window:
+                start, count = now, 0.0
+            count += 1
+            if count > self.burst:
+                self._seen[key] = [start, count, dropped + 1]
+                return False
+            self._seen[key] = [start, count, 0.0]
+            if len(self._seen) > 10_000:  # bound the memory on endless distinct messages
+                self._seen.clear()
+        if dropped:
+            record.msg = f"{record.msg} [{int(dropped)} similar lines dropped]"
+        return True
+
+
 def configure_json_logging(level: str) -> None:
     """The root logger writes JSON lines to stderr with request ids and URL secrets
     redacted; uvicorn's loggers (access log included) go through it too."""
@@ -158,6 +193,7 @@ def configure_json_logging(level: str) -> None:
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
     handler.addFilter(_FILTER)
+    handler.addFilter(RateLimitRepeats())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
