@@ -84,6 +84,8 @@ def install_redaction() -> None:
 
 #: The id of the request (or of the request that caused the task) being served.
 request_id_var: ContextVar[str | None] = ContextVar("dealcoach_request_id", default=None)
+#: Where :class:`RequestIdMiddleware` leaves the id in the ASGI scope.
+REQUEST_ID_SCOPE_KEY = "dealcoach.request_id"
 #: A client's ``X-Request-ID`` is kept when it looks like an id; else a new one is made.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
@@ -138,6 +140,7 @@ class RequestIdMiddleware:
             return
         given = dict(scope.get("headers", ())).get(b"x-request-id", b"")
         request_id = new_request_id(given.decode("latin-1") if given else None)
+        scope[REQUEST_ID_SCOPE_KEY] = request_id  # for the 500 handler, which runs outside
         token = request_id_var.set(request_id)
 
         async def send_with_id(message: Message) -> None:

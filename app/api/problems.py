@@ -130,9 +130,23 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        from app.logs import REQUEST_ID_SCOPE_KEY
+
+        # Starlette runs this handler outside the app's middleware: the request id
+        # comes from the scope, so the log line and the answer can be matched.
+        request_id = request.scope.get(REQUEST_ID_SCOPE_KEY)
+        logger.error(
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
+            exc_info=exc,
+            extra={"request_id": request_id},
+        )
         return problem_response(
-            500, "an internal error occurred; the service log has the details", type=INTERNAL
+            500,
+            "an internal error occurred; the service log has the details",
+            {"X-Request-ID": request_id} if request_id else None,
+            type=INTERNAL,
         )
 
 

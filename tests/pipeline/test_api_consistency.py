@@ -123,6 +123,7 @@ def test_an_unhandled_error_is_problem_json_without_a_stack_trace(
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["type"].endswith("/internal-error")
     assert "secret" not in response.text and "Traceback" not in response.text
+    assert len(response.headers["x-request-id"]) == 32  # to find the log line
 
 
 def test_operation_ids_follow_one_scheme(service: Service) -> None:
