@@ -16,6 +16,7 @@ from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from app.api.limits import BodyLimit
 from app.api.metrics import router as metrics_router
@@ -29,7 +30,7 @@ from app.logs import RequestIdMiddleware
 from app.metrics import MetricsMiddleware
 from app.playbooks.router import router as playbooks_router
 from app.reviews.router import router as reviews_router
-from app.runtime import build_runtime, set_runtime
+from app.runtime import Runtime, build_runtime, set_runtime
 from app.sync.router import router as sync_jobs_router
 from app.webhooks.router import receiver as webhook_receiver
 from app.webhooks.router import router as deliveries_router
@@ -47,6 +48,17 @@ ROUTERS = (
     webhook_receiver,
     metrics_router,
 )
+
+
+def _key_is_valid(runtime: Runtime, presented: str) -> bool:
+    """The API key is active (checked before a body is read; the route checks it again
+    with its scope)."""
+    from app.admin.keys import authenticate
+
+    with runtime.sessions() as session:
+        valid = authenticate(session, presented) is not None
+        session.commit()  # last_used_at
+    return valid
 
 
 def operation_id(route: APIRoute) -> str:
@@ -109,6 +121,7 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
             ("/api/", settings.max_api_body_bytes),
         ],
         read_timeout=settings.http_read_timeout_seconds,
+        key_is_valid=lambda key: run_in_threadpool(_key_is_valid, runtime, key),
     )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request has its id

@@ -10,16 +10,16 @@ A body whose next chunk does not arrive within ``read_timeout`` seconds is answe
 408 (a slow-body client cannot hold a worker forever).
 
 It also refuses, with 401 and before reading a byte of the body, a request to the
-admin API that carries a body but no ``Authorization: Bearer`` header: FastAPI
-parses a JSON body before its dependencies check the key, so without this an
-anonymous client could make the process parse up to the limit.
+admin API that carries a body without a valid API key (``key_is_valid``, checked
+off the event loop): FastAPI parses a JSON body before its dependencies check the
+key, so without this an anonymous client could make the process parse bodies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,9 +54,11 @@ class BodyLimit:
         limits: Sequence[tuple[str, int]] = (),
         key_required_prefix: str | None = "/api/",
         read_timeout: float | None = None,
+        key_is_valid: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.app = app
         self.read_timeout = read_timeout
+        self.key_is_valid = key_is_valid
         self.default = default
         self.limits = tuple(limits)
         self.key_required_prefix = key_required_prefix
@@ -85,16 +87,17 @@ class BodyLimit:
             and has_body
             and scope.get("method") in _METHODS_WITH_BODY
             and path.startswith(self.key_required_prefix)
-            and not headers.get(b"authorization", b"").lower().startswith(b"bearer ")
         ):
-            await self._refuse(
-                send,
-                401,
-                "Unauthorized",
-                "an API key is required: Authorization: Bearer <key>",
-                extra=[(b"www-authenticate", b'Bearer realm="dealcoach"')],
-            )
-            return
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, key = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                await self._unauthorized(
+                    send, "an API key is required: Authorization: Bearer <key>"
+                )
+                return
+            if self.key_is_valid is not None and not await self.key_is_valid(key.strip()):
+                await self._unauthorized(send, "the API key is unknown or revoked")
+                return
 
         received = 0
         started = False
@@ -137,6 +140,15 @@ class BodyLimit:
                 await self._refuse(send, 413, "Content Too Large", self.too_large(limit))
                 return
             raise
+
+    async def _unauthorized(self, send: Send, detail: str) -> None:
+        await self._refuse(
+            send,
+            401,
+            "Unauthorized",
+            detail,
+            extra=[(b"www-authenticate", b'Bearer realm="dealcoach"')],
+        )
 
     @staticmethod
     def too_large(limit: int) -> str:

@@ -192,6 +192,13 @@ def test_an_anonymous_body_is_refused_before_it_is_read(service: Service) -> Non
     )
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
+    # A made-up key with malformed JSON: refused as a key (401), never parsed (400).
+    made_up = service.client.post(
+        "/api/v1/playbooks/validate",
+        content=b'{"source_yaml": ',
+        headers={"Content-Type": "application/json", "Authorization": "Bearer dck_nope_nope"},
+    )
+    assert made_up.status_code == 401, made_up.text
 
 
 # --- malformed input on every route ------------------------------------------------------
