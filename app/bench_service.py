@@ -64,7 +64,7 @@ class _Rig:
                 "DEALCOACH_DATA_DIR": str(workdir),
                 "DEALCOACH_DATABASE_URL": f"sqlite:///{workdir / 'dealcoach.db'}",
                 "DEALCOACH_QUEUE_URL": f"sqlite:///{workdir / 'queue.db'}",
-                "DEALCOACH_SANDBOX": "true",
+                "DEALCOACH_DEV_MODE": "true",
                 "DEALCOACH_PUBLIC_URL": self.url,
                 "DEALCOACH_WEBHOOK_COALESCE_SECONDS": str(window_s),
                 "DEALCOACH_CRM_CA_BUNDLE": str(self.emulator.cert_path),

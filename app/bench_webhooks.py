@@ -151,7 +151,7 @@ class ServeHarness:
                 "DEALCOACH_DATA_DIR": str(self.data_dir),
                 "DEALCOACH_DATABASE_URL": f"sqlite:///{self.database}",
                 "DEALCOACH_QUEUE_URL": f"sqlite:///{self.data_dir / 'queue.db'}",
-                "DEALCOACH_SANDBOX": "true",
+                "DEALCOACH_DEV_MODE": "true",
                 "DEALCOACH_PUBLIC_URL": self.url,
                 "DEALCOACH_WORKER_THREADS": str(self.worker_threads),
                 "DEALCOACH_CRM_CA_BUNDLE": str(self.emulator.cert_path),

@@ -1,4 +1,10 @@
-"""The ``dealcoach`` command."""
+"""The ``dealcoach`` command.
+
+Exit statuses (docs/deploy.md): 0 success; 1 an operational error (the database, the
+queue or a secret key is missing or unreachable, the schema is behind); 2 a usage error
+(a bad option, setting or input file); 3 a partial failure (some records were skipped,
+the others were processed).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,36 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 import orjson
 
-from app.config import configure_logging, exit_on_invalid_settings
+from app.config import Settings, configure_logging, exit_on_invalid_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
     from app.coaching.playbook import CompiledPlaybook
     from app.coaching.results import DealReview
     from app.reviews.offline import ExportStream, RecordError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+_FORMAT_TABLE = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: tab-separated with a header line; json: one JSON document.",
+)
 
 
 @click.group()
@@ -42,16 +65,75 @@ def db_upgrade(revision: str) -> None:
 
 @db.command("downgrade")
 @click.argument("revision")
-def db_downgrade(revision: str) -> None:
-    """Revert the migrations down to REVISION (``base`` removes every table)."""
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def db_downgrade(revision: str, yes: bool) -> None:
+    """Revert the migrations down to REVISION (``base`` removes every table and its data).
+
+    Asks for confirmation unless --yes is given; without a terminal to ask on, refuses.
+    """
+    settings = exit_on_invalid_settings()
+    if not yes:
+        warning = (
+            "every table and all its data"
+            if revision == "base"
+            else "the tables and columns added after that revision, with their data"
+        )
+        click.echo(
+            f"This reverts the database at {settings.safe_database_url} to {revision!r}, "
+            f"removing {warning}.",
+            err=True,
+        )
+        if not click.confirm("Continue?", default=False, err=True):
+            _fail("downgrade not confirmed; nothing changed (--yes skips the question)")
     _migrate("downgrade", revision)
+
+
+@db.command("current")
+@_FORMAT_TABLE
+def db_current(output_format: str) -> None:
+    """Print the revision the database is at, and the code's head."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import create_engine_for, current_revisions, head_revisions
+
+    settings = exit_on_invalid_settings()
+    try:
+        engine = create_engine_for(settings)
+        try:
+            current = current_revisions(engine)
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, OSError) as exc:
+        _fail(
+            f"cannot reach the database at {settings.safe_database_url}: {_one_line(exc)}",
+            EXIT_ERROR,
+        )
+    heads = head_revisions()
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {"current": list(current), "head": list(heads), "up_to_date": current == heads}
+            )
+        )
+        return
+    state = "(head)" if current == heads else f"(behind head {', '.join(heads)})"
+    click.echo(f"{', '.join(current) or 'none (no schema)'} {state}")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Exit 0 when the database answers and its schema is at head, else 1 with one line."""
+    settings = exit_on_invalid_settings()
+    with _database(settings):
+        pass
+    click.echo(f"database schema is at head: {settings.safe_database_url}")
 
 
 def _migrate(direction: str, revision: str) -> None:
     """Run the migrations; a database, driver, file-system or revision problem is one
-    line ``dealcoach: ...`` and exit status 2, never a traceback."""
+    line ``dealcoach: ...`` and exit status 1, never a traceback."""
     from alembic.util.exc import CommandError
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from app.db import MigrationError, downgrade_database, upgrade_database
 
@@ -60,9 +142,10 @@ def _migrate(direction: str, revision: str) -> None:
     try:
         run(settings, revision)
     except (SQLAlchemyError, CommandError, MigrationError, OSError, ImportError) as exc:
-        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        detail = " ".join(str(cause).split())[:300] or type(cause).__name__
-        _fail(f"cannot {direction} the database at {settings.safe_database_url}: {detail}")
+        _fail(
+            f"cannot {direction} the database at {settings.safe_database_url}: {_one_line(exc)}",
+            EXIT_ERROR,
+        )
     click.echo(f"database at {revision}: {settings.safe_database_url}")
 
 
@@ -91,20 +174,15 @@ def apikey() -> None:
 def apikey_create(name: str, scope: str, connections: tuple[str, ...]) -> None:
     """Create an API key and print it once, alone on the last line."""
     from app.admin.keys import create_api_key
-    from app.db import create_engine_for, make_session_factory, session_scope
+    from app.db import session_scope
 
-    settings = exit_on_invalid_settings()
-    engine = create_engine_for(settings)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            try:
-                key, plaintext = create_api_key(
-                    session, name, scope, list(connections) if connections else None
-                )
-            except ValueError as exc:
-                _fail(str(exc))
-    finally:
-        engine.dispose()
+    with _database(exit_on_invalid_settings()) as sessions, session_scope(sessions) as session:
+        try:
+            key, plaintext = create_api_key(
+                session, name, scope, list(connections) if connections else None
+            )
+        except ValueError as exc:
+            _fail(str(exc))
     click.echo(
         f"created {key.scope.value} API key {key.prefix} (id {key.id}, name {key.name!r}); "
         "it is shown only once, store it now:"
@@ -113,21 +191,34 @@ def apikey_create(name: str, scope: str, connections: tuple[str, ...]) -> None:
 
 
 @apikey.command("list")
-def apikey_list() -> None:
+@_FORMAT_TABLE
+def apikey_list(output_format: str) -> None:
     """List the API keys (id, prefix, scope, dates, name; never a secret)."""
     from app.admin.keys import list_api_keys
-    from app.db import create_engine_for, make_session_factory, session_scope
+    from app.db import session_scope
 
-    settings = exit_on_invalid_settings()
-    engine = create_engine_for(settings)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            rows = list_api_keys(session)
-    finally:
-        engine.dispose()
+    with _database(exit_on_invalid_settings()) as sessions, session_scope(sessions) as session:
+        rows = list_api_keys(session)
 
     def when(moment: datetime | None) -> str:
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+    if output_format == "json":
+        items = [
+            {
+                "id": key.id,
+                "prefix": key.prefix,
+                "scope": key.scope.value,
+                "name": key.name,
+                "connection_ids": key.connection_ids,
+                "created_at": when(key.created_at),
+                "last_used_at": when(key.last_used_at) if key.last_used_at else None,
+                "revoked_at": when(key.revoked_at) if key.revoked_at else None,
+            }
+            for key in rows
+        ]
+        click.echo(json.dumps({"items": items}, indent=2, ensure_ascii=False))
+        return
 
     lines = ["ID\tPREFIX\tSCOPE\tCREATED\tLAST_USED\tREVOKED\tNAME"]
     for key in rows:
@@ -143,19 +234,14 @@ def apikey_list() -> None:
 def apikey_revoke(key_id_or_prefix: str) -> None:
     """Revoke an API key, named by its id or its prefix."""
     from app.admin.keys import find_api_key, revoke_api_key
-    from app.db import create_engine_for, make_session_factory, session_scope
+    from app.db import session_scope
 
-    settings = exit_on_invalid_settings()
-    engine = create_engine_for(settings)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            found = find_api_key(session, key_id_or_prefix)
-            if found is None:
-                _fail("no API key with that id or prefix")
-            already = found.revoked_at is not None
-            key = revoke_api_key(session, found.id)
-    finally:
-        engine.dispose()
+    with _database(exit_on_invalid_settings()) as sessions, session_scope(sessions) as session:
+        found = find_api_key(session, key_id_or_prefix)
+        if found is None:
+            _fail("no API key with that id or prefix")
+        already = found.revoked_at is not None
+        key = revoke_api_key(session, found.id)
     state = "was already revoked" if already else "revoked"
     click.echo(f"API key {key.prefix} (id {key.id}, name {key.name!r}) {state}")
 
@@ -259,29 +345,16 @@ def keys_generate() -> None:
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Re-encrypt every stored secret with the newest key (the first in DEALCOACH_SECRET_KEYS)."""
-    from app.db import create_engine_for, make_session_factory, session_scope
-    from app.security.crypto import (
-        SecretBox,
-        SecretDecryptError,
-        SecretKeyInvalid,
-        SecretKeysMissing,
-        rotate_secrets,
-    )
+    from app.db import session_scope
+    from app.security.crypto import SecretDecryptError, rotate_secrets
 
     settings = exit_on_invalid_settings()
-    try:
-        box = SecretBox.from_settings(settings)
-    except (SecretKeysMissing, SecretKeyInvalid) as exc:
-        _fail(str(exc))
-    engine = create_engine_for(settings)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            try:
-                count = rotate_secrets(session, box)
-            except SecretDecryptError as exc:
-                _fail(str(exc))
-    finally:
-        engine.dispose()
+    box = _secret_box_or_exit(settings)
+    with _database(settings) as sessions, session_scope(sessions) as session:
+        try:
+            count = rotate_secrets(session, box)
+        except SecretDecryptError as exc:
+            _fail(str(exc), EXIT_ERROR)
     click.echo(f"{count} secrets re-encrypted with the newest key")
 
 
@@ -319,9 +392,63 @@ def _comment_text(value: str) -> str:
     return comment_text(value)
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
+    """One line ``dealcoach: message`` on stderr and exit ``status`` (default: usage error)."""
     click.echo(f"dealcoach: {message}", err=True)
-    raise SystemExit(2)
+    raise SystemExit(status)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The cause of a database or driver error on one line (the driver's own message)."""
+    from sqlalchemy.exc import DBAPIError
+
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return " ".join(str(cause).split())[:300] or type(cause).__name__
+
+
+def _check_database(settings: Settings, engine: Engine) -> None:
+    """Exit with one line unless the database answers and its schema is at head."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import SchemaNotCurrent, check_schema
+
+    try:
+        check_schema(engine)
+    except SchemaNotCurrent as exc:
+        _fail(f"{exc} (database {settings.safe_database_url})", EXIT_ERROR)
+    except (SQLAlchemyError, OSError) as exc:
+        _fail(
+            f"cannot reach the database at {settings.safe_database_url}: {_one_line(exc)}; "
+            "check DEALCOACH_DATABASE_URL and that the server is up",
+            EXIT_ERROR,
+        )
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database, after checking that it answers and that its
+    schema is at head (else one line and exit status 1)."""
+    from app.db import create_engine_for, make_session_factory
+
+    try:
+        engine = create_engine_for(settings)
+    except OSError as exc:
+        _fail(f"cannot open the database at {settings.safe_database_url}: {exc}", EXIT_ERROR)
+    try:
+        _check_database(settings, engine)
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _secret_box_or_exit(settings: Settings) -> Any:
+    """The settings' :class:`SecretBox`, or one line naming DEALCOACH_SECRET_KEYS and exit 1."""
+    from app.security.crypto import SecretBox, SecretKeyInvalid, SecretKeysMissing
+
+    try:
+        return SecretBox.from_settings(settings)
+    except (SecretKeysMissing, SecretKeyInvalid) as exc:
+        _fail(str(exc), EXIT_ERROR)
 
 
 _PROVIDER = click.option(
@@ -463,7 +590,8 @@ def review(
 
     The export is read and the output written deal by deal, so memory stays flat
     for any size of file. Records that cannot be read are reported on stderr and
-    skipped; the others are still reviewed, and the exit status is then 2.
+    skipped; the others are still reviewed, and the exit status is then 3
+    (partial failure).
     """
     from app.reviews.offline import ExportError, RecordError, RenderedReview, render_review
 
@@ -526,7 +654,7 @@ def review(
     if failure is not None:
         click.echo(f"dealcoach: {failure}", err=True)
     if errors or failure is not None:
-        raise SystemExit(2)
+        raise SystemExit(EXIT_PARTIAL)
 
 
 @main.command()
@@ -572,7 +700,7 @@ def agenda(
     else:
         click.echo(render_agenda_text(built))
     if errors:
-        raise SystemExit(2)
+        raise SystemExit(EXIT_PARTIAL)
 
 
 @main.command()
@@ -783,9 +911,30 @@ def serve(host: str, port: int, embedded_worker: bool | None) -> None:
     from app.main import create_app
 
     settings = exit_on_invalid_settings()
+    _secret_box_or_exit(settings)
+    with _database(settings):
+        pass
     configure_logging(settings)
     app = create_app(settings, embedded_worker=embedded_worker)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    uvicorn.run(app, host=host, port=port, **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's limits for `dealcoach serve` (docs/deploy.md, "HTTP limits"): a cap on
+    concurrent connections (503 beyond), the listen backlog, idle keep-alive, a bound
+    on a request's incomplete headers, and a graceful-shutdown deadline. Slow bodies
+    are cut by the app's own read timeout (``DEALCOACH_HTTP_READ_TIMEOUT_SECONDS``)."""
+    return {
+        "log_level": settings.log_level.lower(),
+        "log_config": None,  # configure_logging set every logger: one format, no second
+        "limit_concurrency": settings.http_max_connections,
+        "backlog": settings.http_backlog,
+        "timeout_keep_alive": settings.http_keepalive_seconds,
+        "h11_max_incomplete_event_size": 64 * 1024,
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,
+        "proxy_headers": True,
+    }
 
 
 @main.command()
@@ -801,15 +950,48 @@ def serve(host: str, port: int, embedded_worker: bool | None) -> None:
     show_default=True,
     help="Also enqueue periodic tasks on schedule (every worker that has it on does).",
 )
-def worker(threads: int | None, periodic: bool) -> None:
+@click.option(
+    "--queue-wait",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the queue (Redis, PostgreSQL) to answer at start before "
+    "giving up with exit status 1.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this process's Prometheus metrics (task and CRM-call counters) on this "
+    "port at /metrics. Default: off.",
+)
+def worker(
+    threads: int | None, periodic: bool, queue_wait: float, metrics_port: int | None
+) -> None:
     """Run a task-queue consumer in the foreground (the scale-out worker process).
 
     Uses the queue of DEALCOACH_QUEUE_URL. SIGTERM stops gracefully (running tasks
-    finish), SIGINT stops at once, SIGHUP restarts.
+    finish), SIGINT stops at once, SIGHUP restarts. Refuses to start (exit status 1,
+    one line) without a secret key, on a database whose schema is behind, or when
+    the queue does not answer within --queue-wait seconds.
     """
-    from app.jobs import run_worker
+    from app.jobs import QueueUnavailable, run_worker, wait_for_queue
 
-    run_worker(exit_on_invalid_settings(), threads=threads, periodic=periodic)
+    settings = exit_on_invalid_settings()
+    _secret_box_or_exit(settings)
+    with _database(settings):
+        pass
+    try:
+        wait_for_queue(settings, queue_wait)
+    except QueueUnavailable as exc:
+        _fail(str(exc), EXIT_ERROR)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from app.metrics import REGISTRY
+
+        start_http_server(metrics_port, registry=REGISTRY)
+    run_worker(settings, threads=threads, periodic=periodic)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. Default: a SQLite file dealcoach.db in the data directory.",
     )
     log_level: LogLevel = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one JSON object per line with the request id (production); "
+        "text: plain lines for a terminal.",
+    )
     default_playbook: str = Field(
         default="meddpicc", description="Built-in playbook name or a path to a playbook YAML file."
     )
@@ -53,8 +58,12 @@ class Settings(BaseSettings):
     )
     sandbox: bool = Field(
         default=False,
-        description="Allow localhost and private CRM URLs and a development secret key "
-        "(demo and tests only).",
+        # DEALCOACH_DEV_MODE is the name to use: "sandbox" reads, to a Salesforce admin,
+        # as a Salesforce sandbox *org*, which this is not. DEALCOACH_SANDBOX still works
+        # (deprecated); the attribute keeps its name inside the code.
+        validation_alias=AliasChoices("DEALCOACH_DEV_MODE", "DEALCOACH_SANDBOX", "sandbox"),
+        description="Development mode (DEALCOACH_DEV_MODE): allow localhost and private CRM "
+        "URLs (the bundled CRM emulators) and a development secret key. Demo and tests only.",
     )
     queue_url: str | None = Field(
         default=None,
@@ -92,6 +101,31 @@ class Settings(BaseSettings):
     hubspot_authorize_url: str = Field(
         default="https://app.hubspot.com/oauth/authorize",
         description="HubSpot's OAuth authorisation page, where the admin approves the app.",
+    )
+
+    # --- the HTTP server and its limits (docs/deploy.md, "HTTP limits") ---------------------
+    max_api_body_bytes: int = Field(
+        default=512 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest admin API body."
+    )
+    max_webhook_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest webhook body."
+    )
+    max_other_body_bytes: int = Field(
+        default=64 * 1024, ge=0, le=64 * 1024 * 1024, description="Largest body elsewhere."
+    )
+    http_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Longest wait for the next chunk of a body."
+    )
+    http_max_connections: int = Field(
+        default=500, ge=1, le=100_000, description="Concurrent connections; 503 beyond."
+    )
+    http_backlog: int = Field(default=256, ge=1, le=65_535, description="Listen backlog.")
+    http_keepalive_seconds: int = Field(
+        default=5, ge=1, le=600, description="Idle keep-alive connections close after this."
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="When set, GET /metrics needs Authorization: Bearer <this token>.",
     )
 
     @field_validator("log_level", mode="before")
@@ -189,9 +223,16 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "DEALCOACH_" + "_".join(str(part) for part in error["loc"]).upper()
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            name = name if name.startswith("DEALCOACH_") else "DEALCOACH_" + name
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except (OSError, UnicodeDecodeError) as exc:  # the .env file: unreadable or not UTF-8
+        reason = exc.reason if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
+        raise SettingsError(
+            f"cannot read the settings file .env in {Path.cwd()}: {reason}; "
+            "fix or remove it (it must be UTF-8 text, one NAME=value per line)"
+        ) from None
 
 
 @lru_cache(maxsize=1)
@@ -210,9 +251,31 @@ def exit_on_invalid_settings() -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
-    """For entry points (``serve``, ``worker``): the service's own log lines on stderr at
-    ``log_level``, unless the host application configured logging already."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    """For entry points (``serve``, ``worker``): every log line (uvicorn's access log
+    included) on stderr in one format at ``log_level``: JSON lines with the request id
+    (``log_format=json``, the default) or plain text; URL secrets redacted either way."""
+    from app.logs import (
+        RateLimitRepeats,
+        RequestIdFilter,
+        configure_json_logging,
+        install_redaction,
+    )
+
+    if settings.log_format == "json":
+        configure_json_logging(settings.log_level)
+    else:
+        root = logging.getLogger()
+        for existing in list(root.handlers):
+            root.removeHandler(existing)
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
         )
+        handler.addFilter(RequestIdFilter())
+        handler.addFilter(RateLimitRepeats())
+        root.addHandler(handler)
+        root.setLevel(settings.log_level)
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+    install_redaction()

@@ -423,3 +423,55 @@ def downgrade_database(settings: Settings, revision: str) -> None:
     from alembic import command
 
     _run_alembic(settings, lambda config: command.downgrade(config, revision))
+
+
+# --- is the schema at the code's head? -----------------------------------------------------
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database's schema is not the one this code was written for (one-line message
+    that says what to run)."""
+
+
+def head_revisions() -> tuple[str, ...]:
+    """The migration heads shipped with this code."""
+    from alembic.script import ScriptDirectory
+
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+
+
+def current_revisions(engine: Engine) -> tuple[str, ...]:
+    """The revisions the database is at (empty when it was never migrated).
+
+    Raises :class:`sqlalchemy.exc.SQLAlchemyError` (or ``OSError``) when the database
+    cannot be reached.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return tuple(sorted(MigrationContext.configure(connection).get_current_heads()))
+
+
+def check_schema(engine: Engine, heads: tuple[str, ...] | None = None) -> None:
+    """Raise :class:`SchemaNotCurrent` unless the database is at the migrations' head."""
+    heads = heads if heads is not None else head_revisions()
+    current = current_revisions(engine)
+    if current == heads:
+        return
+    if not current:
+        raise SchemaNotCurrent("the database has no schema yet; run: dealcoach db upgrade")
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {revision.revision for revision in script.walk_revisions()}
+    unknown = [revision for revision in current if revision not in known]
+    if unknown:
+        raise SchemaNotCurrent(
+            f"the database is at revision {', '.join(unknown)}, which this version of "
+            "dealcoach does not know (written by a newer version?); deploy that version "
+            "or run its `dealcoach db downgrade` first"
+        )
+    raise SchemaNotCurrent(
+        f"the database schema is at {', '.join(current)}, behind {', '.join(heads)}; "
+        "run: dealcoach db upgrade"
+    )

@@ -3,7 +3,7 @@
 What runs (everything on 127.0.0.1, no network needed, all stopped at the end), in the
 seven printed steps:
 
-1. The Salesforce sandbox: the Salesforce emulator
+1. The Salesforce emulator
    (:class:`integrations.salesforce.emulator.SalesforceEmulator`) over TLS with its own
    self-signed CA, seeded with a realistic org (``--opportunities``, deterministic for
    ``--seed``).
@@ -12,7 +12,7 @@ seven printed steps:
    portal (``--hubspot-deals``).
 3. The service as it ships: ``dealcoach db upgrade``, then ``dealcoach serve`` (a
    separate process: SQLite database and SQLite task queue in the demo's data
-   directory, worker threads inside ``serve``) in sandbox mode, trusting the Salesforce
+   directory, worker threads inside ``serve``) in development mode, trusting the Salesforce
    emulator's CA (``DEALCOACH_CRM_CA_BUNDLE``), with the emulators as the Salesforce
    login URL and connected app and as the HubSpot OAuth URL and app.
 4. ``dealcoach apikey create --scope admin``, then ``POST /api/v1/connections`` twice:
@@ -582,7 +582,7 @@ class Demo:
         return self.report
 
     def start_salesforce(self) -> None:
-        self.step(1, "The Salesforce sandbox: the Salesforce emulator")
+        self.step(1, "The Salesforce emulator")
         emulator = SalesforceEmulator(self.data_dir / "salesforce", seed=self.options.seed)
         self.emulator = emulator
         try:
@@ -642,7 +642,7 @@ class Demo:
                 "DEALCOACH_DATA_DIR": str(self.data_dir),
                 "DEALCOACH_DATABASE_URL": f"sqlite:///{self.data_dir / 'dealcoach.db'}",
                 "DEALCOACH_QUEUE_URL": f"sqlite:///{self.data_dir / 'queue.db'}",
-                "DEALCOACH_SANDBOX": "true",
+                "DEALCOACH_DEV_MODE": "true",
                 "DEALCOACH_PUBLIC_URL": url,
                 "DEALCOACH_CRM_CA_BUNDLE": str(emulator.cert_path),
                 "DEALCOACH_SALESFORCE_LOGIN_URL": emulator.base_url,
@@ -686,7 +686,7 @@ class Demo:
         self.say(f"$ dealcoach serve --port {port}")
         self.say(
             f"ready at {url} (pid {self.service.pid}): the SQLite database and task queue in "
-            f"{self.data_dir}, worker threads inside serve; sandbox mode, trusting the "
+            f"{self.data_dir}, worker threads inside serve; development mode, trusting the "
             "emulator's CA (DEALCOACH_CRM_CA_BUNDLE), with the emulator as Salesforce login "
             "URL and OAuth app",
             indent=8,
@@ -703,7 +703,7 @@ class Demo:
         self.api = _Api(self.report.service_url, self.api_key)
         body = {
             "provider": "salesforce",
-            "name": "Acme (Salesforce sandbox)",
+            "name": "Acme (Salesforce emulator)",
             "external_account_id": self.report.org_id,
             "instance_url": emulator.base_url,
             "credentials": {

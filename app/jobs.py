@@ -66,6 +66,7 @@ __all__ = [
     "SHUTDOWN_TIMEOUT",
     "EmbeddedConsumer",
     "QueueTask",
+    "QueueUnavailable",
     "configure_queue",
     "crontab",
     "enqueue_after_commit",
@@ -211,6 +212,41 @@ def _close(huey: Huey) -> None:
         logger.debug("closing the queue storage failed", exc_info=True)
 
 
+#: The keyword a task's request id travels under (see :func:`_carrying_request_id`).
+REQUEST_ID_KWARG = "_dealcoach_request_id"
+
+
+def _with_request_id(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The task's keyword arguments plus the current request id, when there is one."""
+    from app.logs import request_id_var
+
+    request_id = request_id_var.get()
+    return {**kwargs, REQUEST_ID_KWARG: request_id} if request_id else dict(kwargs)
+
+
+def _carrying_request_id(func: Callable[..., object]) -> Callable[..., object]:
+    """``func`` run with the request id it was enqueued under set for its log lines (and
+    for the tasks it enqueues): a webhook's id follows its review and its write-back."""
+    from app.logs import request_id_var
+    from app.metrics import TASKS
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> object:
+        request_id = kwargs.pop(REQUEST_ID_KWARG, None)
+        token = request_id_var.set(str(request_id)) if request_id else None
+        outcome = "error"
+        try:
+            result = func(*args, **kwargs)
+            outcome = "ok"
+            return result
+        finally:
+            TASKS.labels(func.__name__, outcome).inc()
+            if token is not None:
+                request_id_var.reset(token)
+
+    return run
+
+
 class QueueTask(Generic[P]):
     """A task declared with :func:`task` or :func:`periodic_task`.
 
@@ -236,7 +272,7 @@ class QueueTask(Generic[P]):
         wrapper = self._wrappers.get(id(huey))
         if wrapper is None or wrapper.huey is not huey:
             if self.periodic_schedule is None:
-                wrapper = huey.task(**self.options)(self.func)
+                wrapper = huey.task(**self.options)(_carrying_request_id(self.func))
             else:
                 wrapper = huey.periodic_task(self.periodic_schedule, **self.options)(self.func)
             self._wrappers = {id(huey): wrapper}  # only the current instance matters
@@ -252,12 +288,12 @@ class QueueTask(Generic[P]):
         wrapper = self._wrapper()
         # Built directly rather than through TaskWrapper.s(), which would swallow
         # keyword arguments named like its options (delay, eta, retries, ...).
-        wrapper.huey.enqueue(wrapper.task_class(args, dict(kwargs)))
+        wrapper.huey.enqueue(wrapper.task_class(args, _with_request_id(kwargs)))
 
     def enqueue_in(self, seconds: float, /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Enqueue a run that becomes due in ``seconds`` (the scheduler releases it)."""
         wrapper = self._wrapper()
-        wrapper.schedule(args=args, kwargs=dict(kwargs), delay=seconds)
+        wrapper.schedule(args=args, kwargs=_with_request_id(kwargs), delay=seconds)
 
     def call_local(self, *args: P.args, **kwargs: P.kwargs) -> object:
         """Run the function now, in the caller, without the queue."""
@@ -543,6 +579,41 @@ def _start_heartbeat(settings: Settings) -> Callable[[], None]:
     except Exception as exc:
         logger.warning("worker without a heartbeat: %s", exc)
         return lambda: None
+
+
+class QueueUnavailable(RuntimeError):
+    """The task queue did not answer within the wait (one-line message naming the setting)."""
+
+
+def wait_for_queue(settings: Settings, timeout: float, *, interval: float = 1.0) -> None:
+    """Return once the queue answers; raise :class:`QueueUnavailable` after ``timeout``
+    seconds of failed attempts (one debug line per attempt, no traceback)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        try:
+            ensure_queue(settings).pending_count()
+            return
+        except Exception as exc:  # any backend error (redis, psycopg, sqlite3) means "not yet"
+            last = " ".join(str(exc).split())[:200] or type(exc).__name__
+            logger.debug("queue not answering yet: %s", last)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(interval, remaining))
+    url = _safe_url(settings.resolved_queue_url)
+    raise QueueUnavailable(
+        f"the task queue at {url} did not answer within {timeout:g} s ({last}); "
+        "check DEALCOACH_QUEUE_URL and that the server is up"
+    )
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with any password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a redis:// URL SQLAlchemy cannot parse: show the scheme only
+        return url.split("://", 1)[0] + "://..."
 
 
 def run_worker(settings: Settings, *, threads: int | None = None, periodic: bool = True) -> None:

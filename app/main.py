@@ -13,11 +13,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
-from sqlalchemy import text
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
+from app.api.limits import BodyLimit
 from app.api.metrics import router as metrics_router
 from app.api.problems import install_problem_handlers
+from app.api.responses import ApiJSONResponse
 from app.cards.router import admin_router as card_keys_router
 from app.cards.router import router as cards_router
 from app.config import Settings, get_settings
@@ -25,9 +29,12 @@ from app.connections.oauth_router import router as oauth_router
 from app.connections.router import router as connections_router
 from app.deals.router import router as deals_router
 from app.feedback.router import router as feedback_router
+from app.logs import RequestIdMiddleware
+from app.metrics import MetricsMiddleware
 from app.playbooks.router import router as playbooks_router
 from app.reviews.router import router as reviews_router
-from app.runtime import build_runtime, set_runtime
+from app.runtime import Runtime, build_runtime, set_runtime
+from app.sync.router import router as sync_jobs_router
 from app.webhooks.hubspot import receiver as hubspot_webhook_receiver
 from app.webhooks.router import receiver as webhook_receiver
 from app.webhooks.router import router as deliveries_router
@@ -41,6 +48,7 @@ ROUTERS = (
     writebacks_router,
     deliveries_router,
     playbooks_router,
+    sync_jobs_router,
     webhook_receiver,
     hubspot_webhook_receiver,
     cards_router,
@@ -48,6 +56,24 @@ ROUTERS = (
     feedback_router,
     metrics_router,
 )
+
+
+def _key_is_valid(runtime: Runtime, presented: str) -> bool:
+    """The API key is active (checked before a body is read; the route checks it again
+    with its scope)."""
+    from app.admin.keys import authenticate
+
+    with runtime.sessions() as session:
+        valid = authenticate(session, presented) is not None
+        session.commit()  # last_used_at
+    return valid
+
+
+def operation_id(route: APIRoute) -> str:
+    """``<tag>.<function>`` (``connections.create``, ``connections.list_connections``): one
+    scheme for every route, stable as long as the function keeps its name."""
+    tag = str(route.tags[0]) if route.tags else "service"
+    return f"{tag}.{route.name}"
 
 
 def create_app(settings: Settings | None = None, embedded_worker: bool | None = None) -> FastAPI:
@@ -68,7 +94,9 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.jobs import ensure_queue, start_embedded_consumer
+        from app.logs import install_redaction
 
+        install_redaction()  # after the server configured its loggers: no URL secret in logs
         queue = ensure_queue(settings)  # tasks enqueued by requests go to this backend
         consumer = None
         stop_heartbeat = None
@@ -88,15 +116,30 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
                 stop_heartbeat()
             engine.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from files in the wheel, no CDN
         title="dealcoach",
         summary="Deal coaching inside the CRM.",
         version="0.1.0",
         lifespan=lifespan,
+        default_response_class=ApiJSONResponse,
+        generate_unique_id_function=operation_id,
+        static_url="/docs-static",
     )
     app.state.embedded_worker = None  # the EmbeddedConsumer while the lifespan runs
     app.state.runtime = runtime
     install_problem_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_other_body_bytes,
+        limits=[
+            ("/webhooks/", settings.max_webhook_body_bytes),
+            ("/api/", settings.max_api_body_bytes),
+        ],
+        read_timeout=settings.http_read_timeout_seconds,
+        key_is_valid=lambda key: run_in_threadpool(_key_is_valid, runtime, key),
+    )
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request has its id
     for router in ROUTERS:
         app.include_router(router)
 
@@ -104,14 +147,24 @@ def create_app(settings: Settings | None = None, embedded_worker: bool | None = 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="The database and the task queue answer.")
+    heads: list[tuple[str, ...]] = []  # the migrations' heads, read on first use
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="The database answers at the schema's head, and the task queue answers.",
+    )
     def readyz(response: Response) -> dict[str, str]:
+        from app.db import SchemaNotCurrent, check_schema, head_revisions
         from app.jobs import ensure_queue
 
         result = {"status": "ok", "database": "ok", "queue": "ok"}
         try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            if not heads:
+                heads.append(head_revisions())
+            check_schema(engine, heads[0])
+        except SchemaNotCurrent:
+            result["database"] = "schema not at head: run dealcoach db upgrade"
         except (SQLAlchemyError, OSError) as exc:
             result["database"] = type(exc).__name__
         try:

@@ -14,6 +14,7 @@ from app.feedback.models import CardFeedback
 from app.leases import Lease, ProcessHeartbeat
 from app.playbooks.models import PlaybookRow
 from app.reviews.models import PromptFeedback, Review
+from app.sync.models import SyncJob
 from app.webhooks.models import InboxDeal, WebhookDelivery
 from app.writeback.models import RetiredAccount, WriteBack
 
@@ -32,6 +33,7 @@ __all__ = [
     "PromptFeedback",
     "RetiredAccount",
     "Review",
+    "SyncJob",
     "WebhookDelivery",
     "WriteBack",
 ]

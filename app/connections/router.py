@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel
 from sqlalchemy import select
 
-from app.api.deps import AdminKey, Principal, ReadKey, RuntimeDep, SessionDep
-from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.admin.models import ApiKeyScope
+from app.api.deps import AdminKey, Principal, ReadKey, RuntimeDep, SessionDep, page_of
+from app.api.problems import PROBLEM_RESPONSES, Problem, crm_problem
 from app.connections.credential_shapes import CredentialsShapeError, check_credentials
 from app.connections.models import Connection, ConnectionStatus
 from app.connections.runner import Parked, with_provider
@@ -28,6 +30,8 @@ from app.connections.service import (
 )
 from app.jobs import enqueue_after_commit
 from app.security.urls import InstanceUrlError
+from app.sync.models import SyncJob, SyncJobState
+from app.sync.router import SyncJobOut, sync_job_out
 from app.sync.tasks import sync_connection_task
 from app.webhooks.service import wake_connection
 from app.writeback.service import retire_account
@@ -79,25 +83,48 @@ def create(
     return to_out(runtime.box, connection, runtime.settings)
 
 
-@router.get("", response_model=list[ConnectionOut])
+class ConnectionPage(BaseModel):
+    """One page of connections: ``{"items": [...], "next_cursor": ...}`` as every list."""
+
+    items: list[ConnectionOut]
+    next_cursor: str | None
+
+
+@router.get("", response_model=ConnectionPage)
 def list_connections(
     session: SessionDep,
     runtime: RuntimeDep,
     key: ReadKey,
     status_filter: Annotated[ConnectionStatus | None, Query(alias="status")] = None,
-) -> list[ConnectionOut]:
-    query = select(Connection).order_by(Connection.created_at, Connection.id)
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The connections this key may see, in id order (``limit``, ``cursor``)."""
+    query = key.visible(select(Connection), Connection.id, None)
     if status_filter is not None:
         query = query.where(Connection.status == status_filter)
-    rows = [c for c in session.scalars(query) if key.can_see(c.id)]
-    return [to_out(runtime.box, c, runtime.settings) for c in rows]
+    reveal = key.scope == ApiKeyScope.ADMIN
+    return page_of(
+        session,
+        query,
+        Connection.id,
+        limit,
+        cursor,
+        lambda c: to_out(runtime.box, c, runtime.settings, reveal_tokens=reveal).model_dump(
+            mode="json"
+        ),
+    )
 
 
 @router.get("/{connection_id}", response_model=ConnectionOut)
 def get(
     connection_id: str, session: SessionDep, runtime: RuntimeDep, key: ReadKey
 ) -> ConnectionOut:
-    return to_out(runtime.box, get_connection(session, key, connection_id), runtime.settings)
+    """One connection. ``webhook_urls`` show the Outbound Message URL's token to admin
+    keys only (masked for ``read`` keys: the token authenticates webhooks)."""
+    connection = get_connection(session, key, connection_id)
+    reveal = key.scope == ApiKeyScope.ADMIN
+    return to_out(runtime.box, connection, runtime.settings, reveal_tokens=reveal)
 
 
 @router.patch("/{connection_id}", response_model=ConnectionOut)
@@ -187,8 +214,8 @@ def test_connection(
         catalogues = with_provider(runtime, connection_id, lambda _s, _c, p: p.list_stages())
     except Parked as exc:
         return {"ok": False, "detail": str(exc)}
-    except ProviderError as exc:
-        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    except ProviderError as exc:  # the CRM's answer goes to the log, never to the client
+        return {"ok": False, "detail": crm_problem(exc, "the stage list").detail}
     return {
         "ok": True,
         "pipelines": len(catalogues),
@@ -196,12 +223,22 @@ def test_connection(
     }
 
 
-@router.post("/{connection_id}/sync", status_code=status.HTTP_202_ACCEPTED)
-def trigger_sync(connection_id: str, session: SessionDep, key: AdminKey) -> dict[str, str]:
-    """Queue an incremental sync now."""
+@router.post(
+    "/{connection_id}/sync", status_code=status.HTTP_202_ACCEPTED, response_model=SyncJobOut
+)
+def trigger_sync(
+    connection_id: str, session: SessionDep, key: AdminKey, response: Response
+) -> SyncJobOut:
+    """Queue an incremental sync now: 202 with the sync job, and ``Location`` of the job
+    to poll (``GET /api/v1/sync-jobs/{id}``) until it is ``succeeded``, ``failed`` or
+    ``skipped``."""
     connection = get_connection(session, key, connection_id)
     if connection.status != ConnectionStatus.ACTIVE:
         raise Problem(409, f"the connection is {connection.status}")
-    enqueue_after_commit(session, sync_connection_task, connection.id)
+    job = SyncJob(connection_id=connection.id, state=SyncJobState.QUEUED)
+    session.add(job)
+    session.flush()
+    enqueue_after_commit(session, sync_connection_task, connection.id, job.id)
     session.commit()
-    return {"status": "queued"}
+    response.headers["Location"] = f"/api/v1/sync-jobs/{job.id}"
+    return sync_job_out(job)

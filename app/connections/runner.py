@@ -21,10 +21,16 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.connections.models import Connection, ConnectionStatus
-from app.connections.service import context_for, set_status, store_credentials
+from app.connections.service import (
+    SECRETS_UNREADABLE,
+    context_for,
+    set_status,
+    store_credentials,
+)
 from app.db import session_scope
 from app.leases import release_lease, take_lease
 from app.runtime import Runtime
+from app.security.crypto import SecretDecryptError
 from integrations.base import AuthError, CrmProvider, RetriableError
 from integrations.registry import provider_for
 
@@ -128,6 +134,10 @@ def refresh_once(runtime: Runtime, connection_id: str, stale: bytes | None) -> N
         raise Parked(refused)
 
 
+class _Unreadable(Exception):
+    """The connection's stored secrets do not decrypt with the configured keys."""
+
+
 def with_provider(
     runtime: Runtime,
     connection_id: str,
@@ -149,13 +159,21 @@ def with_provider(
                 if connection.status != ConnectionStatus.ACTIVE:
                     raise Parked(f"connection {connection_id} is {connection.status}")
                 stale = connection.credentials_encrypted
-                provider = provider_for(context_for(runtime.box, connection), runtime.settings)
+                try:
+                    context = context_for(runtime.box, connection)
+                except SecretDecryptError:
+                    raise _Unreadable from None
+                provider = provider_for(context, runtime.settings)
                 try:
                     return work(session, connection, provider)
                 except AuthError as exc:
                     if exc.refreshable and attempt == 0:
                         raise _RefreshNeeded(stale) from None
                     raise
+        except _Unreadable:
+            # Only this connection stops (needs_reauth, with the reason); others go on.
+            park(runtime, connection_id, SECRETS_UNREADABLE)
+            raise Parked(f"connection {connection_id}: {SECRETS_UNREADABLE}") from None
         except _RefreshNeeded as needed:
             refresh_once(runtime, connection_id, needed.stale)
         except AuthError as exc:
@@ -164,8 +182,11 @@ def with_provider(
                 # that logged every session out twice in a row): the refresh token
                 # still works, so this is worth another try later, not an admin's time.
                 raise RetriableError(f"credentials expired again after a refresh: {exc}") from None
-            park(runtime, connection_id, str(exc))
-            raise Parked(str(exc)) from None
+            park(runtime, connection_id, str(exc))  # the CRM's answer: in last_error and the log
+            raise Parked(
+                f"connection {connection_id} needs re-authorisation: the CRM refused its "
+                "credentials (PUT .../credentials or the OAuth flow)"
+            ) from None
     raise Parked(f"connection {connection_id}: credentials refused after a refresh")
 
 

@@ -120,6 +120,12 @@ class ConnectionOut(BaseModel):
     has_credentials: bool
     has_webhook_secret: bool
     webhook_urls: dict[str, str]
+    secrets_error: str | None = Field(
+        None,
+        description="Set when the stored secrets no longer decrypt with DEALCOACH_SECRET_KEYS "
+        "(a key was removed): the connection's work and webhooks stop until an admin "
+        "re-enters its credentials and webhook secret.",
+    )
     last_synced_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -226,8 +226,25 @@ def webhook_secret_of(box: SecretBox, connection: Connection) -> str | None:
     return box.decrypt_text(connection.webhook_secret_encrypted)
 
 
-def webhook_urls(box: SecretBox, connection: Connection, settings: Settings) -> dict[str, str]:
-    """The exact URLs an admin configures in the CRM for this connection."""
+#: Why a connection's secrets cannot be used (shown in the API and in webhook refusals).
+SECRETS_UNREADABLE = (
+    "the connection's stored secrets do not decrypt with the keys in DEALCOACH_SECRET_KEYS "
+    "(a key was removed?): restore the key, or re-enter the credentials and webhook secret "
+    "with PUT .../credentials"
+)
+
+#: Stands for the Outbound Message URL's token where the key may not see it.
+MASKED_TOKEN = "********"  # noqa: S105  (a mask, not a password)
+
+
+def webhook_urls(
+    box: SecretBox, connection: Connection, settings: Settings, *, reveal_tokens: bool = True
+) -> dict[str, str]:
+    """The exact URLs an admin configures in the CRM for this connection.
+
+    The Outbound Message URL's token is a credential (it authenticates the webhook):
+    with ``reveal_tokens=False`` (keys of scope ``read``) it is masked.
+    """
     base = settings.public_url
     provider = Provider(connection.provider)
     if provider == Provider.HUBSPOT:
@@ -235,8 +252,9 @@ def webhook_urls(box: SecretBox, connection: Connection, settings: Settings) -> 
         return {"hubspot": f"{base}/webhooks/hubspot"}
     if provider == Provider.SALESFORCE:
         urls = {"signed_json": f"{base}/webhooks/salesforce/{connection.id}/events"}
-        token = outbound_token(box, connection)
-        if token:
+        token = outbound_token(box, connection) if reveal_tokens else None
+        if token or (not reveal_tokens and connection.webhook_secret_encrypted is not None):
+            token = token or MASKED_TOKEN
             urls["outbound_message"] = (
                 f"{base}/webhooks/salesforce/{connection.id}/outbound/{token}"
             )
@@ -244,7 +262,23 @@ def webhook_urls(box: SecretBox, connection: Connection, settings: Settings) -> 
     return {"webhook": f"{base}/webhooks/fake/{connection.id}"}
 
 
-def to_out(box: SecretBox, connection: Connection, settings: Settings) -> ConnectionOut:
+def to_out(
+    box: SecretBox, connection: Connection, settings: Settings, *, reveal_tokens: bool = True
+) -> ConnectionOut:
+    """The API's view of ``connection``; ``reveal_tokens=False`` masks URL tokens.
+
+    A connection whose secrets no longer decrypt is still shown, with
+    ``secrets_error`` set and its tokens masked (one broken row never breaks a list).
+    """
+    secrets_error = None
+    try:
+        if connection.credentials_encrypted is not None:
+            credentials_of(box, connection)
+        webhook_secret_of(box, connection)
+        urls = webhook_urls(box, connection, settings, reveal_tokens=reveal_tokens)
+    except SecretDecryptError:
+        secrets_error = SECRETS_UNREADABLE
+        urls = webhook_urls(box, connection, settings, reveal_tokens=False)
     return ConnectionOut(
         id=connection.id,
         provider=Provider(connection.provider),
@@ -256,7 +290,8 @@ def to_out(box: SecretBox, connection: Connection, settings: Settings) -> Connec
         settings=dict(connection.settings or {}),
         has_credentials=connection.credentials_encrypted is not None,
         has_webhook_secret=connection.webhook_secret_encrypted is not None,
-        webhook_urls=webhook_urls(box, connection, settings),
+        webhook_urls=urls,
+        secrets_error=secrets_error,
         last_synced_at=connection.last_synced_at,
         created_at=connection.created_at,
         updated_at=connection.updated_at,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
+from sqlalchemy import bindparam, exists, func, select
 
 from app.api.deps import ReadKey, SessionDep, decode_cursor, encode_cursor
 from app.api.problems import PROBLEM_RESPONSES, Problem
@@ -66,38 +66,54 @@ def list_deals(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    """Deals in the snapshot store, in a stable order; ``next_cursor`` continues the list."""
-    query = select(DealSnapshotRow).order_by(DealSnapshotRow.id)
+    """Deals in the snapshot store, in a stable order; ``next_cursor`` continues the list.
+
+    One SQL query per page: each deal is joined to its latest review, and ``band`` and
+    ``signal`` filter in the database (never a query per deal)."""
+    latest = (
+        select(Review.id)
+        .where(
+            Review.connection_id == DealSnapshotRow.connection_id,
+            Review.deal_external_id == DealSnapshotRow.external_id,
+        )
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
+        .correlate(DealSnapshotRow)
+        .scalar_subquery()
+    )
+    query = (
+        select(DealSnapshotRow, Review)
+        .outerjoin(Review, Review.id == latest)
+        .order_by(DealSnapshotRow.id)
+    )
     query = key.visible(query, DealSnapshotRow.connection_id, connection_id)
     if owner is not None:
         query = query.where(DealSnapshotRow.owner_id == owner)
     if stage is not None:
         query = query.where(DealSnapshotRow.stage_key == stage)
-    items: list[dict[str, Any]] = []
-    last_id: str | None = None
-    scanned = decode_cursor(cursor) if cursor is not None else None
-    more = False
-    while not more:
-        chunk_query = query if scanned is None else query.where(DealSnapshotRow.id > scanned)
-        chunk = session.scalars(chunk_query.limit(200)).all()
-        if not chunk:
-            break
-        for row in chunk:
-            scanned = row.id
-            review = latest_review(session, row.connection_id, row.external_id)
-            if band is not None and (review is None or review.health_band != band):
-                continue
-            if signal is not None and (
-                review is None or signal not in {s.get("code") for s in review.signals}
-            ):
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            items.append(deal_out(row, review))
-            last_id = row.id
-    next_cursor = encode_cursor(last_id) if more and last_id is not None else None
+    if band is not None:
+        query = query.where(Review.health_band == band)
+    if signal is not None:
+        query = query.where(_has_signal(session, signal))
+    if cursor is not None:
+        query = query.where(DealSnapshotRow.id > decode_cursor(cursor))
+    rows = session.execute(query.limit(limit + 1)).all()
+    more = len(rows) > limit
+    page = rows[:limit]
+    items = [deal_out(row, review) for row, review in page]
+    next_cursor = encode_cursor(page[-1][0].id) if more and page else None
     return {"items": items, "next_cursor": next_cursor}
+
+
+def _has_signal(session: SessionDep, code: str) -> Any:
+    """SQL: the joined review's ``signals`` (a JSON list of objects) has one with ``code``."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        wanted = bindparam("signal_filter", [{"code": code}], type_=JSONB)
+        return Review.signals.op("@>")(wanted)
+    each = func.json_each(Review.signals).table_valued("value")
+    return exists().select_from(each).where(func.json_extract(each.c.value, "$.code") == code)
 
 
 @router.get("/connections/{connection_id}/deals/{deal_id}")

@@ -63,12 +63,13 @@ def _invalid(exc: PlaybookError) -> Problem:
 
 
 @router.get("")
-def list_playbooks(session: SessionDep, key: ReadKey) -> list[dict[str, Any]]:
+def list_playbooks(session: SessionDep, key: ReadKey) -> dict[str, Any]:
+    """The built-in and the stored playbooks, in one page (``next_cursor`` is null)."""
     built_in = [{"name": name, "built_in": True} for name in BUILT_IN_PLAYBOOKS]
     stored = [
         playbook_out(row) for row in session.scalars(select(PlaybookRow).order_by(PlaybookRow.name))
     ]
-    return built_in + stored
+    return {"items": built_in + stored, "next_cursor": None}
 
 
 @router.post("/validate")

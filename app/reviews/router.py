@@ -9,14 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, page_of
-from app.api.problems import PROBLEM_RESPONSES, Problem
+from app.api.problems import PROBLEM_RESPONSES, Problem, crm_problem
 from app.connections.runner import Parked, with_provider
 from app.deals.router import review_full
 from app.jobs import enqueue_after_commit
 from app.reviews.models import PromptFeedback, Review, ReviewTrigger, Verdict
 from app.reviews.pipeline import fetch_and_review
 from app.writeback.tasks import send_writebacks
-from integrations.base import InvalidRequestError, NotFoundError, ProviderError, RetriableError
+from integrations.base import NotFoundError, ProviderError
 
 router = APIRouter(prefix="/api/v1", tags=["reviews"], responses=PROBLEM_RESPONSES)
 
@@ -68,13 +68,8 @@ def run_review(
         raise Problem(409, str(exc)) from None
     except NotFoundError:
         raise Problem(404, "no such deal in the CRM") from None
-    except InvalidRequestError as exc:
-        raise Problem(422, f"deal_id: {exc}") from None
-    except RetriableError as exc:
-        headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
-        raise Problem(503, f"the CRM is unavailable: {exc}", headers=headers) from None
-    except ProviderError as exc:
-        raise Problem(502, f"the CRM refused: {exc}") from None
+    except ProviderError as exc:  # the CRM's own text stays in the log
+        raise crm_problem(exc, "deal_id") from None
 
 
 Audience = Annotated[

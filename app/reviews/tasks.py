@@ -16,6 +16,7 @@ from app.ratelimit import pause, paused_for
 from app.reviews.models import ReviewTrigger
 from app.reviews.pipeline import store_and_review
 from app.runtime import get_runtime
+from app.sync.service import check_quota
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.service import (
     claim_deal_events,
@@ -26,13 +27,21 @@ from app.webhooks.service import (
     record_deal_failure,
 )
 from app.writeback.tasks import send_writebacks
-from integrations.base import CrmProvider, InvalidRequestError, NotFoundError, RetriableError
+from integrations.base import (
+    CrmProvider,
+    InvalidRequestError,
+    NotFoundError,
+    QuotaExhaustedError,
+    RetriableError,
+)
 
 logger = logging.getLogger(__name__)
 DEFAULT_RETRY_SECONDS = 30.0
 MAX_EVENT_ATTEMPTS = 10
 #: Seconds before a review that met a busy database writer runs again.
 LOCK_RETRY_SECONDS = 2.0
+#: How long a connection's webhook reviews wait once the daily-allowance guard trips.
+QUOTA_PAUSE_SECONDS = 3600.0
 #: Connections whose provider has no adapter yet, already logged by this process.
 _NO_ADAPTER_LOGGED: set[str] = set()
 _NO_ADAPTER_LOCK = threading.Lock()
@@ -85,6 +94,7 @@ def _review_deal(connection_id: str, deal_id: str) -> bool:
     reconciler) picks them up again. No transaction is open during the fetch.
     """
     runtime = get_runtime()
+    over_allowance: list[str] = []  # set by work(): the CRM's usage passed the guard
 
     def work(session: Session, connection: Connection, provider: CrmProvider) -> int:
         if not has_received_events(session, connection.id, deal_id):
@@ -96,6 +106,10 @@ def _review_deal(connection_id: str, deal_id: str) -> bool:
         session.commit()
         fetched_at = utcnow()
         deal = provider.fetch_deal(deal_id)
+        try:  # the same daily-allowance guard as syncs: forged or noisy webhooks cannot
+            check_quota(provider, runtime.settings.daily_quota_share)  # drain the CRM's API
+        except QuotaExhaustedError as exc:
+            over_allowance.append(str(exc))
         claimed = claim_deal_events(session, connection.id, deal_id, received_by=fetched_at)
         if claimed:
             result = store_and_review(
@@ -103,6 +117,13 @@ def _review_deal(connection_id: str, deal_id: str) -> bool:
             )
             if result is not None and result.writebacks:
                 enqueue_after_commit(session, send_writebacks, connection.id)
+            logger.info(
+                "deal %s of connection %s reviewed for %d webhook events (%d notes queued)",
+                deal_id,
+                connection.id,
+                len(claimed),
+                len(result.writebacks) if result is not None else 0,
+            )
         if finish_deal(session, connection.id, deal_id):
             # Events that arrived during the fetch: one more review, after the window.
             enqueue_reviews_after_commit(session, connection.id, [deal_id], delay=None)
@@ -111,6 +132,15 @@ def _review_deal(connection_id: str, deal_id: str) -> bool:
     try:
         with_provider(runtime, connection_id, work)
         failpoint("after_review")
+        if over_allowance:
+            # This review is done; the connection's next calls wait for the allowance.
+            pause(connection_id, QUOTA_PAUSE_SECONDS)
+            logger.warning(
+                "webhook reviews of connection %s paused for %.0f s: %s",
+                connection_id,
+                QUOTA_PAUSE_SECONDS,
+                over_allowance[0],
+            )
     except Parked as parked:
         logger.debug("review of %s waits: %s", deal_id, parked)
         return False

@@ -5,8 +5,8 @@ values are encrypted with the first key; any listed key decrypts. Rotation: put
 a new key first, run ``dealcoach keys rotate`` (every stored secret is
 re-encrypted with the newest key), then drop the old keys.
 
-Without keys, sandbox mode uses a development key kept in
-``<data_dir>/dev-secret.key`` (created with mode 0600); outside sandbox mode a
+Without keys, development mode (DEALCOACH_DEV_MODE) uses a development key kept in
+``<data_dir>/dev-secret.key`` (created with mode 0600); outside development mode a
 missing key stops the service with :class:`SecretKeysMissing`.
 
 No message raised or logged here contains key material or plaintext.
@@ -40,7 +40,7 @@ _dev_key_warned: set[Path] = set()
 
 
 class SecretKeysMissing(RuntimeError):
-    """No encryption key is configured and sandbox mode is off."""
+    """No encryption key is configured and development mode is off."""
 
 
 class SecretKeyInvalid(ValueError):
@@ -87,9 +87,9 @@ class SecretBox:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretBox:
-        """The box for ``settings``: the configured keys, or the sandbox development key.
+        """The box for ``settings``: the configured keys, or the development key.
 
-        Raises :class:`SecretKeysMissing` outside sandbox mode without keys and
+        Raises :class:`SecretKeysMissing` outside development mode without keys and
         :class:`SecretKeyInvalid` for a malformed key.
         """
         if settings.secret_keys and settings.secret_keys.strip(" ,"):
@@ -97,7 +97,7 @@ class SecretBox:
         if not settings.sandbox:
             raise SecretKeysMissing(
                 f"{KEYS_ENV_VAR} is not set: secrets at rest need an encryption key "
-                f"outside sandbox mode; {_GENERATE_HINT} and set {KEYS_ENV_VAR} to it"
+                f"outside development mode; {_GENERATE_HINT} and set {KEYS_ENV_VAR} to it"
             )
         return cls([_sandbox_dev_key(settings.data_dir)])
 
@@ -173,8 +173,8 @@ def _sandbox_dev_key(data_dir: Path) -> Fernet:
         if path not in _dev_key_warned:
             _dev_key_warned.add(path)
             logger.warning(
-                "sandbox mode: secrets are encrypted with the development key in %s; "
-                "set %s outside sandbox mode",
+                "development mode: secrets are encrypted with the development key in %s; "
+                "set %s outside development mode",
                 path,
                 KEYS_ENV_VAR,
             )

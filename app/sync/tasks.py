@@ -22,6 +22,7 @@ from app.jobs import crontab, enqueue_after_commit, periodic_task, task
 from app.leases import gone_owners, process_id
 from app.ratelimit import pause, paused_for
 from app.runtime import get_runtime
+from app.sync.models import SyncJob, SyncJobState
 from app.sync.service import SyncReport, sync_connection
 from app.webhooks.service import (
     enqueue_reviews_after_commit,
@@ -76,15 +77,22 @@ def _drop_sync_lease(connection_id: str) -> None:
 
 
 @task()
-def sync_connection_task(connection_id: str) -> None:
-    """Incremental sync of one connection; reviews changed deals; sends their notes."""
+def sync_connection_task(connection_id: str, job_id: str | None = None) -> None:
+    """Incremental sync of one connection; reviews changed deals; sends their notes.
+
+    ``job_id``: the :class:`~app.sync.models.SyncJob` an admin's request created; its
+    state follows the run (``GET /api/v1/sync-jobs/{id}``).
+    """
     runtime = get_runtime()
     waiting = paused_for(connection_id)
     if waiting > 0:
-        sync_connection_task.enqueue_in(waiting, connection_id)
+        _job(job_id, SyncJobState.QUEUED, f"the connection is paused for {waiting:.0f} s")
+        _again(waiting, connection_id, job_id)
         return
     if not _take_sync_lease(connection_id):
+        _job(job_id, SyncJobState.SKIPPED, "a sync of this connection was already running")
         return
+    _job(job_id, SyncJobState.RUNNING)
 
     def work(session: Session, connection: Connection, provider: CrmProvider) -> SyncReport:
         report = sync_connection(
@@ -101,37 +109,67 @@ def sync_connection_task(connection_id: str) -> None:
 
     try:
         report = with_provider(runtime, connection_id, work)
-        logger.info(
-            "sync %s: %d pages, %d deals, %d reviewed, %d unchanged, %d deleted",
-            connection_id,
-            report.pages,
-            report.deals,
-            report.reviewed,
-            report.unchanged,
-            report.deleted,
+        summary = (
+            f"{report.pages} pages, {report.deals} deals, {report.reviewed} reviewed, "
+            f"{report.unchanged} unchanged, {report.deleted} deleted"
         )
+        logger.info("sync %s: %s", connection_id, summary)
+        _job(job_id, SyncJobState.SUCCEEDED, summary)
     except Parked as parked:
         logger.info("sync of %s waits: %s", connection_id, parked)
+        _job(job_id, SyncJobState.FAILED, "the connection is not active (paused or parked)")
     except NotImplementedError as exc:
         # No adapter for this CRM yet: nothing to sync; say so once on the connection.
         _note_error(connection_id, f"sync waits for an adapter: {exc}")
+        _job(job_id, SyncJobState.FAILED, "no adapter for this CRM yet")
     except NotReadyError as exc:
         # The CRM is still preparing a bulk load: come back, without throttling the
         # connection's reviews and write-backs meanwhile.
         delay = exc.retry_after or DEFAULT_RETRY_SECONDS
         logger.info("sync of %s waits %.0f s: %s", connection_id, delay, exc)
-        sync_connection_task.enqueue_in(delay, connection_id)
+        _job(job_id, SyncJobState.QUEUED, f"the CRM prepares a bulk load; again in {delay:.0f} s")
+        _again(delay, connection_id, job_id)
     except RetriableError as exc:
         delay = exc.retry_after or DEFAULT_RETRY_SECONDS
         pause(connection_id, delay)
-        sync_connection_task.enqueue_in(delay, connection_id)
+        _job(job_id, SyncJobState.QUEUED, f"the CRM is unavailable; again in {delay:.0f} s")
+        _again(delay, connection_id, job_id)
     except QuotaExhaustedError as exc:
         # Webhook reviews go on; the sync waits for the allowance to roll over.
         _note_error(connection_id, str(exc))
+        _job(job_id, SyncJobState.FAILED, str(exc))
         sync_connection_task.enqueue_in(QUOTA_RETRY_SECONDS, connection_id)
         logger.warning("sync of %s stopped: %s", connection_id, exc)
+    except Exception:
+        _job(job_id, SyncJobState.FAILED, "an internal error; the service log has the details")
+        raise
     finally:
         _drop_sync_lease(connection_id)
+
+
+def _again(delay: float, connection_id: str, job_id: str | None) -> None:
+    """Run the sync again in ``delay`` seconds, for the same job when there is one."""
+    if job_id is None:
+        sync_connection_task.enqueue_in(delay, connection_id)
+    else:
+        sync_connection_task.enqueue_in(delay, connection_id, job_id)
+
+
+def _job(job_id: str | None, state: SyncJobState, detail: str | None = None) -> None:
+    """Record a sync job's state (nothing without a job)."""
+    if job_id is None:
+        return
+    with session_scope(get_runtime().sessions) as session:
+        job = session.get(SyncJob, job_id)
+        if job is None:
+            return
+        now = utcnow()
+        job.state = state
+        job.detail = detail[:2000] if detail else None
+        if state == SyncJobState.RUNNING and job.started_at is None:
+            job.started_at = now
+        if state in (SyncJobState.SUCCEEDED, SyncJobState.FAILED, SyncJobState.SKIPPED):
+            job.finished_at = now
 
 
 def _note_error(connection_id: str, error: str) -> None:

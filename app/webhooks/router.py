@@ -21,6 +21,7 @@ from app.api.deps import AdminKey, ReadKey, RuntimeDep, SessionDep, decode_curso
 from app.api.problems import PROBLEM_RESPONSES, Problem
 from app.connections.models import Connection, Provider
 from app.connections.service import (
+    SECRETS_UNREADABLE,
     context_for,
     previous_token_hash_of,
     previous_webhook_secret_of,
@@ -30,6 +31,7 @@ from app.connections.service import (
 from app.db import is_lock_error, utcnow
 from app.failpoints import failpoint
 from app.runtime import Runtime
+from app.security.crypto import SecretDecryptError
 from app.webhooks.models import DeliveryStatus, WebhookDelivery
 from app.webhooks.service import body_preview, enqueue_reviews_after_commit, replay
 from app.webhooks.writer import store_delivery
@@ -164,8 +166,13 @@ def _receive_once(
             or not _url_token_ok(connection, url_token)
         ):
             raise Problem(404, "no such webhook endpoint")
-        secret = webhook_secret_of(runtime.box, connection)
-        context = context_for(runtime.box, connection)
+        try:
+            context = context_for(runtime.box, connection)
+            secret = webhook_secret_of(runtime.box, connection)
+        except SecretDecryptError:
+            # This connection only: its secrets are unreadable; the others are unaffected.
+            logger.warning("webhook for %s refused: %s", connection_id, SECRETS_UNREADABLE)
+            raise Problem(503, SECRETS_UNREADABLE) from None
         try:
             try:
                 parsed = parser(inbound, context, secret)

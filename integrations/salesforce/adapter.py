@@ -142,6 +142,7 @@ from app.coaching.snapshot import DealSnapshot, StageCatalogue
 from app.config import Settings, get_settings
 from app.connections import oauth
 from app.connections.models import Provider
+from app.metrics import record_crm_call, record_crm_rate_limit
 from app.security.urls import InstanceUrlError, validate_instance_url
 from integrations.base import (
     ApiUsage,
@@ -526,8 +527,23 @@ def _tls(verify: bool | str) -> bool | ssl.SSLContext:
     return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
+#: Sent on every API call: Salesforce attributes the calls to this client in its logs.
+CALL_OPTIONS = "client=dealcoach"
+
+
+class _NoRedirectSession(requests.Session):
+    """A session that never follows a redirect: a 3xx answer is returned as it is (and
+    refused as an error by the client). The instance URL is checked against the
+    allowlist once, so a redirect to another host (plain http, a private address)
+    must not be followed."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 def _http_session(verify: bool | str) -> requests.Session:
-    session = requests.Session()
+    session = _NoRedirectSession()
+    session.headers["Sforce-Call-Options"] = CALL_OPTIONS
     adapter = _ServiceAdapter(verify)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -696,6 +712,7 @@ class SalesforceProvider:
 
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         """Every response: remember ``Retry-After`` (this thread) and the API usage."""
+        record_crm_call(self._context.connection_id, response.status_code)
         self._local.retry_after = _retry_after_header(response.headers.get("Retry-After"))
         limit_info = response.headers.get("Sforce-Limit-Info")
         if limit_info:
@@ -776,6 +793,7 @@ class SalesforceProvider:
             return AuthError(text, refreshable=self._can_refresh())
         if status == 403:
             if code in _RATE_CODES:
+                record_crm_rate_limit(self._context.connection_id)
                 return RateLimitedError(text, retry_after=retry_after or RATE_LIMIT_RETRY_AFTER)
             if code in _RECORD_403_CODES:
                 return InvalidRequestError(text)

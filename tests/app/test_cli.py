@@ -260,8 +260,10 @@ def test_given_an_export_cut_short_then_the_json_written_so_far_is_closed_and_th
 # ---------------------------------------------------------------- bad input
 
 
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
+def assert_one_line_error(code: int, err: str, *needles: str, status: int = 2) -> None:
+    """One line on stderr naming ``needles``; exit ``status`` (2 usage error, 1 operational
+    error, 3 partial failure)."""
+    assert code == status
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert "Traceback" not in err
@@ -306,7 +308,7 @@ def test_given_an_unknown_stage_then_that_record_is_reported_and_the_others_revi
     code, out, err = run(
         "review", "--provider", "salesforce", "--file", str(bad), "--format", "json"
     )
-    assert_one_line_error(code, err, str(bad), "006Hn00000Lm392AAQ", "Verbal Commit")
+    assert_one_line_error(code, err, str(bad), "006Hn00000Lm392AAQ", "Verbal Commit", status=3)
     data = json.loads(out)
     assert [r["deal_id"] for r in data["reviews"]] == ["006Hn00000Lm391AAQ"]
     assert data["errors"][0]["record"] == "006Hn00000Lm392AAQ"
@@ -315,7 +317,7 @@ def test_given_an_unknown_stage_then_that_record_is_reported_and_the_others_revi
 def test_given_a_bad_date_then_that_record_is_reported_and_the_others_reviewed() -> None:
     bad = SAMPLES / "bad" / "hubspot_bad_date.json"
     code, out, err = run("review", "--provider", "hubspot", "--file", str(bad))
-    assert_one_line_error(code, err, str(bad), "18765435874", "closedate")
+    assert_one_line_error(code, err, str(bad), "18765435874", "closedate", status=3)
     assert "Blue Ridge Outfitters" in out
 
 
@@ -459,7 +461,9 @@ def test_given_a_record_with_a_hostile_id_then_it_is_reported_not_rendered(tmp_p
         "review", "--provider", "salesforce", "--file", str(path), "--format", "html"
     )
 
-    assert_one_line_error(code, err, "record #1", "Id: not a 15- or 18-character Salesforce id")
+    assert_one_line_error(
+        code, err, "record #1", "Id: not a 15- or 18-character Salesforce id", status=3
+    )
     assert "<script" not in out
 
 
@@ -482,10 +486,10 @@ def test_given_an_unknown_revision_then_db_upgrade_and_downgrade_fail_in_one_lin
     db_env: pytest.MonkeyPatch,
 ) -> None:
     code, out, err = run("db", "upgrade", "--revision", "nope")
-    assert_one_line_error(code, err, "dealcoach: cannot upgrade the database", "'nope'")
+    assert_one_line_error(code, err, "dealcoach: cannot upgrade the database", "'nope'", status=1)
     assert out == ""
-    code, _, err = run("db", "downgrade", "nope")
-    assert_one_line_error(code, err, "dealcoach: cannot downgrade the database", "'nope'")
+    code, _, err = run("db", "downgrade", "nope", "--yes")
+    assert_one_line_error(code, err, "dealcoach: cannot downgrade the database", "'nope'", status=1)
 
 
 def test_given_an_unreachable_database_then_db_upgrade_fails_in_one_line_without_the_password(
@@ -495,7 +499,7 @@ def test_given_an_unreachable_database_then_db_upgrade_fails_in_one_line_without
         "DEALCOACH_DATABASE_URL", "postgresql://nobody:s3cret@127.0.0.1:1/none?connect_timeout=2"
     )
     code, _, err = run("db", "upgrade")
-    assert_one_line_error(code, err, "cannot upgrade the database", "127.0.0.1")
+    assert_one_line_error(code, err, "cannot upgrade the database", "127.0.0.1", status=1)
     assert "s3cret" not in err
 
 
@@ -506,7 +510,7 @@ def test_given_a_data_dir_that_cannot_be_created_then_db_upgrade_fails_in_one_li
     blocker.write_text("")
     db_env.setenv("DEALCOACH_DATA_DIR", str(blocker / "data"))
     code, _, err = run("db", "upgrade")
-    assert_one_line_error(code, err, "cannot upgrade the database", "a-file")
+    assert_one_line_error(code, err, "cannot upgrade the database", "a-file", status=1)
 
 
 def test_given_a_sqlite_path_that_is_a_folder_then_db_upgrade_fails_in_one_line(
@@ -514,7 +518,9 @@ def test_given_a_sqlite_path_that_is_a_folder_then_db_upgrade_fails_in_one_line(
 ) -> None:
     (tmp_path / "data" / "dealcoach.db").mkdir(parents=True)
     code, _, err = run("db", "upgrade")
-    assert_one_line_error(code, err, "cannot upgrade the database", "unable to open database file")
+    assert_one_line_error(
+        code, err, "cannot upgrade the database", "unable to open database file", status=1
+    )
 
 
 def test_given_an_unknown_driver_then_db_upgrade_fails_in_one_line_naming_the_variable(
@@ -537,7 +543,7 @@ def test_given_a_driver_error_inside_the_migration_then_db_upgrade_fails_in_one_
 
     db_env.setattr(app.db, "upgrade_database", broken)
     code, _, err = run("db", "upgrade")
-    assert_one_line_error(code, err, "cannot upgrade the database", "Can't load plugin")
+    assert_one_line_error(code, err, "cannot upgrade the database", "Can't load plugin", status=1)
 
 
 def test_given_a_working_database_then_db_upgrade_and_downgrade_still_succeed(
@@ -546,7 +552,7 @@ def test_given_a_working_database_then_db_upgrade_and_downgrade_still_succeed(
     code, out, err = run("db", "upgrade")
     assert code == 0, err
     assert out.startswith("database at head: sqlite:///")
-    code, out, err = run("db", "downgrade", "base")
+    code, out, err = run("db", "downgrade", "base", "--yes")
     assert code == 0, err
 
 

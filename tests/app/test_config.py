@@ -91,3 +91,17 @@ def test_given_a_default_playbook_typo_then_settings_fail_naming_the_variable(
     message = str(caught.value)
     assert "DEALCOACH_DEFAULT_PLAYBOOK" in message
     assert "meddpicc, bant, spiced, core" in message
+
+
+def test_dev_mode_is_the_name_and_sandbox_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.config import Settings, SettingsError, load_settings
+
+    monkeypatch.delenv("DEALCOACH_SANDBOX", raising=False)
+    monkeypatch.setenv("DEALCOACH_DEV_MODE", "true")
+    assert Settings().sandbox is True
+    monkeypatch.delenv("DEALCOACH_DEV_MODE")
+    monkeypatch.setenv("DEALCOACH_SANDBOX", "true")  # the deprecated name
+    assert Settings().sandbox is True
+    monkeypatch.setenv("DEALCOACH_SANDBOX", "maybe")
+    with pytest.raises(SettingsError, match=r"DEALCOACH_DEV_MODE: Input should be a valid"):
+        load_settings()

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
+from app.db import upgrade_database
 from app.jobs import configure_queue
+from tests.conftest import TEST_SECRET_KEY
 from tests.jobs import sample_tasks
 from tests.jobs.conftest import wait_for
 
@@ -29,8 +31,10 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
     env.update(
         DEALCOACH_DATA_DIR=str(tmp_path / "data"),
         DEALCOACH_LOG_LEVEL="INFO",
+        DEALCOACH_SECRET_KEYS=TEST_SECRET_KEY,
         PYTHONPATH=str(REPO),
     )
+    upgrade_database(Settings(data_dir=tmp_path / "data"))  # the worker refuses an old schema
     return env
 
 

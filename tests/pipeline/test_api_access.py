@@ -88,7 +88,7 @@ def test_ids_a_key_may_not_see_are_404(service: Service) -> None:
             assert response.status_code == 404, (method, path, response.status_code)
     # The same key lists nothing of the connection it may not see.
     listed = service.client.get("/api/v1/connections", headers=service.auth(limited)).json()
-    assert listed == []
+    assert listed == {"items": [], "next_cursor": None}
     assert (
         service.client.get("/api/v1/reviews", headers=service.auth(limited)).json()["items"] == []
     )
@@ -181,7 +181,7 @@ def test_a_key_created_for_one_connection_sees_that_connection_only(
     assert refused.exit_code == 2 and "nope" in refused.output
     key = created.output.strip().splitlines()[-1]
     listed = service.client.get("/api/v1/connections", headers=service.auth(key)).json()
-    assert [c["id"] for c in listed] == [mine]
+    assert [c["id"] for c in listed["items"]] == [mine]
     hidden = service.client.get(f"/api/v1/connections/{other}", headers=service.auth(key))
     assert hidden.status_code == 404
 

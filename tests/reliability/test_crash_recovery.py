@@ -111,7 +111,7 @@ def serve(db_settings: Settings, tmp_path: Path) -> Iterator[Serve]:
             "DEALCOACH_DATA_DIR": str(tmp_path / "data"),
             "DEALCOACH_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
             "DEALCOACH_SECRET_KEYS": db_settings.secret_keys or "",
-            "DEALCOACH_SANDBOX": "true",
+            "DEALCOACH_DEV_MODE": "true",
             "DEALCOACH_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "DEALCOACH_WEBHOOK_COALESCE_SECONDS": "0",
             "DEALCOACH_WRITE_BATCH_SIZE": "2",

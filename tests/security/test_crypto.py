@@ -289,7 +289,7 @@ def test_given_a_secret_no_key_opens_when_rotating_then_nothing_changes_and_the_
 
     code, out, err = cli("keys", "rotate", DEALCOACH_SECRET_KEYS=f"{key_b},{key_a}")
 
-    assert code == 2
+    assert code == 1  # an operational error (exit codes: docs/deploy.md)
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("dealcoach: connection ")
     assert "could not be decrypted" in err
@@ -313,12 +313,12 @@ def test_given_a_session_when_rotate_secrets_runs_then_it_counts_and_only_flushe
             box_for(key_b).decrypt_json(row.credentials_encrypted)
 
 
-def test_given_no_keys_outside_sandbox_when_rotating_then_one_clear_line_and_status_2(
+def test_given_no_keys_outside_sandbox_when_rotating_then_one_clear_line_and_status_1(
     cli: Cli,
 ) -> None:
     code, out, err = cli("keys", "rotate")
 
-    assert code == 2
+    assert code == 1
     assert out == ""
     assert err.count("\n") == 1
     assert "DEALCOACH_SECRET_KEYS is not set" in err and "dealcoach keys generate" in err
@@ -327,7 +327,7 @@ def test_given_no_keys_outside_sandbox_when_rotating_then_one_clear_line_and_sta
 def test_given_a_malformed_key_when_rotating_then_the_key_is_not_echoed(cli: Cli) -> None:
     code, _out, err = cli("keys", "rotate", DEALCOACH_SECRET_KEYS="s3cr3t-but-not-fernet")
 
-    assert code == 2
+    assert code == 1
     assert "DEALCOACH_SECRET_KEYS" in err
     assert "s3cr3t" not in err
 

@@ -33,6 +33,7 @@ EXPECTED_TABLES = {
     "process_heartbeats",
     "prompt_feedback",
     "retired_accounts",
+    "sync_jobs",
     "reviews",
     "webhook_deliveries",
     "webhook_inbox_deals",
@@ -181,7 +182,7 @@ def test_cli_db_upgrade_creates_the_sqlite_file_in_wal_mode(
     finally:
         engine.dispose()
 
-    downgraded = CliRunner().invoke(main, ["db", "downgrade", "base"], env=env)
+    downgraded = CliRunner().invoke(main, ["db", "downgrade", "base", "--yes"], env=env)
     assert downgraded.exit_code == 0, downgraded.output
 
 
