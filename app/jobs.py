@@ -39,6 +39,7 @@ the database), or all workers but one run with ``--no-periodic``.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import importlib.util
@@ -475,7 +476,9 @@ def enqueue_after_commit(
         event.listen(session, "after_transaction_end", _after_transaction_end)
     transaction = session.get_nested_transaction() or session.get_transaction()
     label = getattr(fn, "identifier", None) or getattr(fn, "__qualname__", repr(fn))
-    call = functools.partial(fn, *args, **kwargs)
+    # The job leaves in the context it was asked for (its request id), even when the
+    # commit happens on another thread (the inbox's group-commit writer).
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
     session.info.setdefault(_PENDING, []).append(_Pending(transaction, call, str(label)))
 
 

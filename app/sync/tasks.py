@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 SYNC_LEASE = timedelta(minutes=10)
 DEFAULT_RETRY_SECONDS = 60.0
 QUOTA_RETRY_SECONDS = 3600.0
-#: A doorbell still ringing this long after it was rung gets a new job (the first was lost).
-DOORBELL_STALE = timedelta(minutes=5)
+#: A doorbell still ringing this long after it was rung gets a new job (the first was lost,
+#: e.g. with a process killed mid-job). A second job is harmless: each claims its events.
+DOORBELL_STALE = timedelta(seconds=60)
 
 
 def _take_sync_lease(connection_id: str) -> bool:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.connections.models import Connection
 from app.db import session_scope
+from app.logs import request_id_var
 from app.webhooks.service import StoredEvents, store_events
 from integrations.base import WebhookEvent
 
@@ -48,6 +49,8 @@ class _Delivery:
     headers: dict[str, str]
     body: bytes
     done: Future[StoredEvents] = field(default_factory=Future)
+    #: The request's id: its review jobs carry it (stored on the writer's thread).
+    request_id: str | None = field(default_factory=request_id_var.get)
 
 
 class InboxWriter:
@@ -109,9 +112,13 @@ class InboxWriter:
 
     @staticmethod
     def _one(session: Session, delivery: _Delivery) -> StoredEvents:
-        return store_events(
-            session, delivery.connection, delivery.events, delivery.headers, delivery.body
-        )
+        token = request_id_var.set(delivery.request_id)
+        try:
+            return store_events(
+                session, delivery.connection, delivery.events, delivery.headers, delivery.body
+            )
+        finally:
+            request_id_var.reset(token)
 
 
 _writers: dict[int, InboxWriter] = {}

@@ -251,7 +251,7 @@ def test_given_an_export_cut_short_then_the_json_written_so_far_is_closed_and_th
         "json",
     )
 
-    assert_one_line_error(code, err, str(cut), "not valid JSON")
+    assert_one_line_error(code, err, str(cut), "not valid JSON", status=3)
     data = json.loads(out)  # still one JSON document
     assert data["reviews"] and data["errors"][-1]["record"] is None
     assert "not valid JSON" in data["errors"][-1]["message"]
@@ -647,7 +647,7 @@ def test_given_jobs_then_bad_records_are_reported_the_same(tmp_path: Path) -> No
     two = run(*args, "--format", "json", "--jobs", "3")
 
     assert one == two
-    assert_one_line_error(two[0], two[2], str(path), "CreatedDate")
+    assert_one_line_error(two[0], two[2], str(path), "CreatedDate", status=3)
     assert len(json.loads(two[1])["reviews"]) == len(export["records"]) - 1
 
 
@@ -674,7 +674,7 @@ def test_given_jobs_and_an_export_cut_short_then_the_reviews_before_are_kept(
         "2",
     )
 
-    assert_one_line_error(code, err, str(cut), "not valid JSON")
+    assert_one_line_error(code, err, str(cut), "not valid JSON", status=3)
     data = json.loads(out)
     assert len(data["reviews"]) > 256
     assert "not valid JSON" in data["errors"][-1]["message"]

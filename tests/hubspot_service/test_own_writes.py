@@ -7,6 +7,8 @@ write-back, no note."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from app.db import utcnow
 from app.reviews.models import Review
 from app.writeback.models import WriteBack, WriteBackState, WriteBackTarget
@@ -62,7 +64,12 @@ def test_notes_and_summary_properties_echo_is_not_a_change(
         rep_note = emulator.portal.create(
             "notes",
             {
-                "hs_timestamp": format_datetime(utcnow().replace(microsecond=123_000)),
+                # A second later than our notes (stamped at millisecond 999 of their
+                # second), as a rep's note is in practice: one in the same second as ours
+                # would be taken for ours (docs/hubspot.md).
+                "hs_timestamp": format_datetime(
+                    (utcnow() + timedelta(seconds=2)).replace(microsecond=123_000)
+                ),
                 "hs_note_body": "<p>Spoke with the CFO: budget approved.</p>",
             },
             user,

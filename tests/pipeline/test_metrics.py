@@ -48,7 +48,7 @@ def test_the_metrics_cover_http_jobs_queue_outbox_and_tasks(service: Service) ->
     assert _value(text, "dealcoach_jobs", kind="webhook_delivery", state="processed") == 1
     assert _value(text, "dealcoach_queue_depth") >= 0
     assert _value(text, "dealcoach_outbox_oldest_age_seconds") == 0
-    assert _value(text, "dealcoach_tasks_total", task="review_deal_events", outcome="ok") >= 1
+    assert _value(text, "dealcoach_tasks_total", task="review_deals_events", outcome="ok") >= 1
 
 
 def test_a_scrape_storm_reads_the_database_once(service: Service) -> None:

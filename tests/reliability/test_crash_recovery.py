@@ -30,7 +30,7 @@ from integrations.fake.provider import sign_fake_webhook
 from integrations.fake.store import FakeCrm
 from tests.pipeline.conftest import WEBHOOK_SECRET, sample_deal
 
-from .conftest import Trial, scale
+from .conftest import FULL, Trial, scale
 
 BIN = Path(sys.executable).parent
 DEALS_PER_WEBHOOK = 5
@@ -165,8 +165,14 @@ def _post_webhook(url: str, cycle: int, deal_ids: list[str]) -> None:
 
 @pytest.mark.parametrize("point", list(POINTS))
 def test_a_process_killed_at_each_point_loses_and_duplicates_no_note(
-    serve: Serve, tmp_path: Path, point: str, reliability: list[Trial]
+    serve: Serve,
+    db_settings: Settings,
+    tmp_path: Path,
+    point: str,
+    reliability: list[Trial],
 ) -> None:
+    if not FULL and db_settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("the reduced run kills the embedded default (SQLite); make reliability both")
     cycles = scale(ci=1, full=20)
     serve.start()
     key = _admin_key(serve.env)
@@ -188,6 +194,15 @@ def test_a_process_killed_at_each_point_loses_and_duplicates_no_note(
     )
     assert created.status_code == 201, created.text
     webhook_url = created.json()["webhook_urls"]["webhook"]
+    connection_url = f"{serve.base}/api/v1/connections/{created.json()['id']}"
+    # The first sync now, on an empty CRM: the reconciler starts no other one during the
+    # cycles (the interval is a day), so only the webhooks bring the deals in.
+    synced = httpx.post(f"{connection_url}/sync", headers=auth, timeout=10)
+    assert synced.status_code == 202, synced.text
+    deadline = time.monotonic() + 30
+    while httpx.get(connection_url, headers=auth, timeout=10).json()["last_synced_at"] is None:
+        assert time.monotonic() < deadline, serve.tail()
+        time.sleep(0.2)
     serve.stop()
 
     recoveries: list[float] = []
@@ -203,7 +218,7 @@ def test_a_process_killed_at_each_point_loses_and_duplicates_no_note(
         assert serve.wait_killed(60) == -signal.SIGKILL, serve.tail()
         restarted = time.monotonic()
         serve.start()
-        deadline = restarted + 120
+        deadline = restarted + 180  # a lost job's doorbell is rung again after 60 s
         while True:
             states = [
                 item["state"]
