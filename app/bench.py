@@ -17,10 +17,12 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from app.bench_summary import summarise, summary_rows
 from app.coaching.engine import review_deal
 from app.coaching.playbook import compile_playbook, load_playbook
 from app.coaching.snapshot import Change, Contact, DealSnapshot, Stage
@@ -512,11 +514,38 @@ def _cli_rows(cli: dict[str, Any]) -> list[str]:
     ]
 
 
+def _e2e_rows(e2e: dict[str, Any]) -> list[str]:
+    rows = []
+    for label in ("window_default", "window_0"):
+        run = e2e.get(label)
+        if not isinstance(run, dict):
+            continue
+        rows.append(
+            f"| stage change to note, coalescing window {run['window_s']:g} s "
+            f"({run['noted']} of {e2e['changes']} changes noted) | p50 "
+            f"**{run['stage_change_to_note_ms_p50']} ms**, p95 "
+            f"**{run['stage_change_to_note_ms_p95']} ms** ({run['beyond_window_ms_p95']} ms "
+            "beyond the window) |"
+        )
+    return rows
+
+
+def _sync_scale_rows(scale: dict[str, Any]) -> list[str]:
+    return [
+        f"| first sync, review and write-back of {run['opportunities']:,} opportunities "
+        f"(Bulk API 2.0 above 5,000) | {run['wall_s']} s ({run['deals_per_s']} deals/s), "
+        f"peak RSS of `dealcoach serve` **{run['peak_rss_mb']} MB** |"
+        for _, run in sorted(scale.items(), key=lambda item: int(item[0].split("_")[1]))
+    ]
+
+
 _TABLES = {
     "engine": _engine_rows,
     "salesforce": _salesforce_rows,
     "hubspot": _hubspot_rows,
     "cli": _cli_rows,
+    "e2e": _e2e_rows,
+    "sync_scale": _sync_scale_rows,
 }
 
 
@@ -530,6 +559,14 @@ def _webhook_rows(figures: dict[str, Any]) -> list[str]:
 _OWN_TABLES = {"webhook": _webhook_rows}
 
 
+def _summary_table(results: dict[str, Any]) -> list[str]:
+    return [
+        "| figure | measured | target | met | fewer calls than one call per record |",
+        "|---|---|---|---|---|",
+        *summary_rows(results),
+    ]
+
+
 def write_results(figures: dict[str, Any], results: Path, markdown: Path) -> None:
     """Merge the figures into the results JSON and rewrite their tables in the docs
     (between ``<!-- KEY-bench:start -->`` and ``<!-- KEY-bench:end -->``)."""
@@ -538,14 +575,26 @@ def write_results(figures: dict[str, Any], results: Path, markdown: Path) -> Non
     if results.is_file():
         existing = json.loads(results.read_text("utf-8"))
     existing.update(figures)
+    existing["summary"] = {k: h.to_dict() for k, h in summarise(existing).items()}
     results.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n", "utf-8")
     text = markdown.read_text("utf-8") if markdown.is_file() else "# Benchmarks\n"
-    for key, rows in {**_TABLES, **_OWN_TABLES}.items():
-        if key not in figures:
+
+    def summary(_figures: dict[str, Any]) -> list[str]:
+        return _summary_table(existing)
+
+    tables: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+        **_TABLES,
+        **_OWN_TABLES,
+        "summary": summary,
+    }
+    for key, rows in tables.items():
+        if key not in figures and key != "summary":
             continue
         start, end = f"<!-- {key}-bench:start -->", f"<!-- {key}-bench:end -->"
-        header = [] if key in _OWN_TABLES else ["| figure | value |", "|---|---|"]
-        table = "\n".join([start, *header, *rows(figures[key]), end])
+        header = (
+            [] if key in _OWN_TABLES or key == "summary" else ["| figure | value |", "|---|---|"]
+        )
+        table = "\n".join([start, *header, *rows(existing.get(key, {})), end])
         if start in text and end in text:
             head, rest = text.split(start, 1)
             _, tail = rest.split(end, 1)

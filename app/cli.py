@@ -746,6 +746,19 @@ def agenda(
     help="Also measure `dealcoach review --format json` end to end on generated Salesforce "
     "exports (deals/s and peak RSS at --cli-deals and --cli-large deals).",
 )
+@click.option(
+    "--service/--no-service",
+    "service",
+    default=False,
+    help="Also measure a real `dealcoach serve` against the Salesforce emulator: stage change "
+    "to note (coalescing window 5 s and 0) and a first sync at --sync-sizes opportunities.",
+)
+@click.option(
+    "--sync-sizes",
+    default="10000,100000",
+    show_default=True,
+    help="Comma-separated opportunity counts of the first-sync runs of --service.",
+)
 @click.option("--cli-deals", default=20_000, show_default=True, help="Deals of the CLI run.")
 @click.option(
     "--cli-large", default=100_000, show_default=True, help="Deals of the CLI memory run."
@@ -761,6 +774,8 @@ def bench(
     webhook_senders: int,
     webhook_messages: int,
     webhook_waiting: int,
+    service: bool,
+    sync_sizes: str,
     cli: bool,
     cli_deals: int,
     cli_large: int,
@@ -793,6 +808,15 @@ def bench(
             waiting=webhook_waiting,
             echo=lambda line: click.echo(line, err=True),
         )
+    if service:
+        from app.bench_service import run_e2e_bench, run_sync_scale_bench
+
+        try:
+            sizes = tuple(int(size) for size in sync_sizes.split(",") if size.strip())
+        except ValueError:
+            _fail(f"--sync-sizes: not a list of numbers: {sync_sizes!r}", EXIT_USAGE)
+        figures.update(run_e2e_bench())
+        figures.update(run_sync_scale_bench(sizes))
     write_results(figures, results, markdown)
     click.echo(json.dumps(figures, indent=2))
 

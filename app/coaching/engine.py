@@ -128,8 +128,10 @@ def health_of(
     * ``healthy`` otherwise: a clean deal, or low risks only.
 
     The band is the verdict and the score is secondary: a severe risk makes a deal
-    critical whatever its score. Adding a signal never raises the score nor
-    improves the band. ``phase`` picks the
+    critical whatever its score, and the score is then moved into the band's range
+    (:func:`_within_band`; the difference shows in the explanation as
+    ``band:<band>``). Adding a signal never raises the
+    score nor improves the band. ``phase`` picks the
     questions (and so the topics) the deal is asked in; without it, a signal's topic
     is that of its first question with one.
     """
@@ -193,7 +195,25 @@ def health_of(
         band = "at_risk"
     else:
         band = "healthy"
-    return Health(score=score, band=band, penalties=tuple(penalties))
+    shown = _within_band(score, band, settings.at_risk_min, settings.healthy_min)
+    if shown != score:
+        penalties.append((f"band:{band}", score - shown))
+    return Health(score=shown, band=band, penalties=tuple(penalties))
+
+
+def _within_band(score: int, band: Band, at_risk_min: int, healthy_min: int) -> int:
+    """The score moved into its band's range, keeping the order of scores within the
+    band, so that a page never shows "Critical (76/100)". An at-risk score (never below
+    ``at_risk_min``) is scaled from ``at_risk_min..100`` into ``at_risk_min..healthy_min
+    - 1``; a critical one from ``0..100`` into ``0..at_risk_min - 1``; a healthy one is
+    kept. Worse risks still never show a higher score."""
+    if band == "critical":
+        return min(score, round(score * (at_risk_min - 1) / 100))
+    if band == "at_risk":
+        span = max(1, 100 - at_risk_min)
+        scaled = at_risk_min + round((score - at_risk_min) * (healthy_min - 1 - at_risk_min) / span)
+        return min(score, scaled)
+    return score
 
 
 def _topic(signal: Signal, playbook: CompiledPlaybook, phase: str | None) -> str | None:

@@ -6,9 +6,20 @@ import pytest
 
 from app.coaching.engine import health_of
 from app.coaching.playbook import compile_playbook, load_playbook_text
-from app.coaching.results import Evidence, Signal
+from app.coaching.results import Evidence, Health, Signal
 
 from .factories import CLOSED_LOST, NEGOTIATION, day, days_ago, make_deal, playbook, review
+
+
+def _raw(health: Health) -> int:
+    """The score before it is moved into its band's range: 100 minus the signals'
+    penalties (the rules these tests check)."""
+    return 100 - sum(p for key, p in health.penalties if not key.startswith("band:"))
+
+
+def _rules(health: Health) -> tuple[tuple[str, int], ...]:
+    """The signals' penalties, without the band's own entry."""
+    return tuple((key, p) for key, p in health.penalties if not key.startswith("band:"))
 
 
 def _signals(*severities: str, code: str = "no_recent_activity") -> list[Signal]:
@@ -37,13 +48,13 @@ def test_given_no_signals_when_scored_then_health_is_a_full_hundred() -> None:
 def test_given_signals_when_scored_then_each_costs_its_severity_penalty(
     severities: tuple[str, ...], score: int
 ) -> None:
-    assert health_of(_signals(*severities), playbook()).score == score
+    assert _raw(health_of(_signals(*severities), playbook())) == score
 
 
 def test_given_penalties_when_scored_then_the_explanation_lists_each_signal() -> None:
     health = health_of(_signals("high", "low"), playbook())
 
-    assert health.penalties == (("no_recent_activity", 25), ("no_recent_activity", 5))
+    assert _rules(health) == (("no_recent_activity", 25), ("no_recent_activity", 5))
 
 
 def test_given_too_many_signals_when_scored_then_health_stops_at_zero() -> None:
@@ -74,7 +85,7 @@ def test_given_score_at_a_band_boundary_when_scored_then_band_follows_70_and_40(
 ) -> None:
     health = health_of(_signals(*["low"] * lows), _ONE_POINT)
 
-    assert (health.score, health.band) == (score, band)
+    assert (_raw(health), health.band) == (score, band)
 
 
 def test_given_many_methodology_gaps_when_scored_then_their_penalty_is_capped_at_fifty() -> None:
@@ -82,8 +93,8 @@ def test_given_many_methodology_gaps_when_scored_then_their_penalty_is_capped_at
 
     health = health_of([*gaps, *_signals("low")], playbook())
 
-    assert [penalty for _, penalty in health.penalties] == [12, 12, 12, 12, 2, 0, 5]
-    assert health.score == 100 - 50 - 5
+    assert [penalty for _, penalty in _rules(health)] == [12, 12, 12, 12, 2, 0, 5]
+    assert _raw(health) == 100 - 50 - 5
 
 
 def test_given_a_deal_with_every_element_missing_when_reviewed_then_gaps_cost_at_most_50() -> None:
@@ -101,8 +112,8 @@ def test_given_a_review_when_scored_then_health_matches_its_signals() -> None:
     result = review(make_deal(close_date=day(-40), last_activity_at=days_ago(20)))
 
     assert [s.severity for s in result.signals] == ["high", "medium"]
-    assert (result.health.score, result.health.band) == (63, "at_risk")
-    assert result.summary.startswith("At risk (63/100) in Solution: ")
+    assert (_raw(result.health), result.health.band) == (63, "at_risk")
+    assert result.summary.startswith("At risk (51/100) in Solution: ")  # 63 within 40..69
 
 
 # --------------------------------------------------------------- severity floors the band
@@ -128,14 +139,14 @@ def test_given_high_signals_on_a_healthy_score_when_scored_then_the_band_is_floo
 ) -> None:
     health = health_of(_signals(*["high"] * highs, "low"), _CHEAP_HIGH)
 
-    assert health.score >= 90
+    assert _raw(health) >= 90
     assert health.band == band
 
 
 def test_given_a_critical_score_and_one_high_signal_when_scored_then_it_stays_critical() -> None:
     health = health_of(_signals("high", *["medium"] * 4), playbook())
 
-    assert (health.score, health.band) == (27, "critical")
+    assert (_raw(health), health.band) == (27, "critical")
 
 
 def test_given_high_signals_critical_set_to_two_when_two_highs_then_critical() -> None:
@@ -169,8 +180,8 @@ def test_given_signals_whose_questions_share_a_topic_when_scored_then_the_larger
 ):
     health = health_of(_economic_buyer_signals("medium", "high"), playbook(), "negotiate")
 
-    assert health.penalties == (("no_economic_buyer", 0), ("methodology_gap:economic_buyer", 25))
-    assert health.score == 75
+    assert _rules(health) == (("no_economic_buyer", 0), ("methodology_gap:economic_buyer", 25))
+    assert _raw(health) == 75
 
 
 def test_given_equal_penalties_sharing_a_topic_when_scored_then_the_non_gap_signal_keeps_it() -> (
@@ -178,7 +189,7 @@ def test_given_equal_penalties_sharing_a_topic_when_scored_then_the_non_gap_sign
 ):
     health = health_of(_economic_buyer_signals("high", "high"), playbook())
 
-    assert health.penalties == (("no_economic_buyer", 25), ("methodology_gap:economic_buyer", 0))
+    assert _rules(health) == (("no_economic_buyer", 25), ("methodology_gap:economic_buyer", 0))
 
 
 def test_given_two_high_signals_sharing_a_topic_when_counted_then_they_count_once() -> None:
@@ -190,7 +201,7 @@ def test_given_two_high_signals_sharing_a_topic_when_counted_then_they_count_onc
 
     health = health_of(_economic_buyer_signals("high", "high"), two)
 
-    assert (health.score, health.band) == (75, "at_risk")
+    assert (_raw(health), health.band) == (75, "at_risk")
 
 
 def test_given_a_late_deal_without_economic_buyer_when_reviewed_then_the_buyer_costs_once() -> None:
@@ -209,3 +220,23 @@ def test_given_a_closed_deal_when_reviewed_then_its_json_keeps_a_full_health() -
     data = result.to_dict()
     assert data["health"]["score"] == 100
     assert (data["is_open"], data["is_won"]) == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("severities", "band", "shown"),
+    [
+        (("medium",), "at_risk", 63),  # raw 88, scaled from 40..100 into 40..69
+        (("high",), "at_risk", 57),  # raw 75
+        (("high", "high"), "critical", 20),  # raw 50, scaled from 0..100 into 0..39
+        (("low",), "healthy", 95),  # a healthy score is kept
+    ],
+)
+def test_given_a_band_when_scored_then_the_score_shown_lies_in_its_range(
+    severities: tuple[str, ...], band: str, shown: int
+) -> None:
+    health = health_of(_signals(*severities), playbook())
+
+    assert (health.band, health.score) == (band, shown)
+    assert 100 - sum(p for _, p in health.penalties) == health.score, "the explanation adds up"
+    low, high = {"critical": (0, 39), "at_risk": (40, 69), "healthy": (70, 100)}[band]
+    assert low <= health.score <= high
