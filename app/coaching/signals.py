@@ -483,6 +483,7 @@ def amount_decreased(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
         "drop_pct": drop_pct,
         "peak": _money(peak),
         "now": _money(deal.amount),
+        "fall": f"from {_money(peak)} to {_money(deal.amount)}",
         "cut_on": "",
         "days_after": "",
         "after_stage": "",
@@ -496,6 +497,11 @@ def amount_decreased(deal: DealSnapshot, c: ReviewContext) -> Signal | None:
     entered = c.stage_entered_at
     if cut is not None:
         facts["cut_on"] = spoken_date(cut.at, c.today)
+        if cut.old != peak or cut.new != deal.amount:
+            # It fell in steps: the date is the last step's, so say which step it was.
+            facts["fall"] = (
+                f"from {_money(cut.old)} to {_money(cut.new)} ({_money(peak)} at its peak)"
+            )
         evidence.append(Evidence("amount", _money(cut.new), cut.at, f"cut from {_money(cut.old)}"))
         if entered is not None and c.stage_entered_exact and cut.at >= entered:
             after = _days(entered, cut.at.date())

@@ -69,7 +69,17 @@ SIGNAL_FACTS: Mapping[str, frozenset[str]] = {
     "single_threaded": frozenset({"contacts", "contact", "none"}),
     "no_economic_buyer": frozenset({"probability", "roles_present", "unknown"}),
     "amount_decreased": frozenset(
-        {"drop_pct", "peak", "now", "cut_on", "days_after", "after_stage", "late", "pricing_step"}
+        {
+            "drop_pct",
+            "peak",
+            "now",
+            "fall",
+            "cut_on",
+            "days_after",
+            "after_stage",
+            "late",
+            "pricing_step",
+        }
     ),
     "stage_regressed": frozenset({"from_stage", "days", "moved_on"}),
     "close_date_unrealistic": frozenset({"days", "probability"}),

@@ -832,3 +832,22 @@ def test_given_every_signal_when_reviewed_then_each_carries_evidence() -> None:
 def test_given_naive_as_of_when_reviewed_then_engine_refuses() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         review(make_deal(), as_of=AS_OF.replace(tzinfo=None))
+
+
+def test_given_an_amount_cut_in_two_steps_when_asked_then_the_last_step_is_named() -> None:
+    # 150,000 -> 120,000 before the stage began, then 120,000 -> 95,000 after it: "fell from
+    # 150,000 to 95,000 N days after the stage" would put the whole fall after the stage.
+    deal = make_deal(
+        amount=95_000.0,
+        amount_history=(
+            Change(days_ago(30), 150_000.0, 120_000.0),
+            Change(days_ago(5), 120_000.0, 95_000.0),
+        ),
+    )
+
+    found = signal(review(deal), "amount_decreased")
+    asked = [p.text for p in review(deal).prompts if p.signal == "amount_decreased"]
+
+    assert found.facts["fall"] == "from 120,000 to 95,000 (150,000 at its peak)"
+    assert asked and "fell from 120,000 to 95,000 (150,000 at its peak)" in asked[0]
+    assert "from 150,000 to 95,000" not in asked[0]
